@@ -1,0 +1,5 @@
+"""Apache Airflow provider for APIXO's asynchronous image-generation task API (Nano Banana first)."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

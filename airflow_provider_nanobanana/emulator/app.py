@@ -1,0 +1,345 @@
+"""The emulator's HTTP face: APIXO's task API, result downloads, admin endpoints and callbacks.
+
+The provider is tested end to end against this app over real HTTP, so it answers exactly as the
+contract says (envelopes, status codes, resultJson as a string) and lets tests inject the failures a
+real service produces: failed tasks, 429/5xx answers and slow responses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import threading
+import time
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
+
+import httpx
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from airflow_provider_nanobanana.emulator.images import image_size, render_image
+from airflow_provider_nanobanana.emulator.state import (
+    CallbackRecord,
+    EmulatedTask,
+    Emulator,
+    EmulatorSettings,
+    HttpErrorRule,
+    envelope,
+)
+from airflow_provider_nanobanana.emulator.validation import validate_create_body
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+
+__all__ = ["API_PREFIX", "Emulator", "EmulatorSettings", "create_app"]
+
+API_PREFIX = "/api/v1"
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+CALLBACK_CHECK_SECONDS = 0.1
+BALANCE = 1000.0
+
+_ERROR_MESSAGES = {
+    400: "Invalid request",
+    401: "Invalid or missing API key",
+    402: "Insufficient balance",
+    403: "Forbidden",
+    404: "Not found",
+    429: "Rate limit exceeded",
+    500: "Internal server error",
+    503: "Service unavailable",
+}
+
+
+# --- admin request bodies -------------------------------------------------------------------------
+
+
+class _FailNextTasks(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    fail_code: str = Field(min_length=1)
+    fail_msg: str = "Emulated generation failure"
+    count: int = Field(default=1, ge=1)
+
+
+class _HttpErrors(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    status: int = Field(ge=400, le=599)
+    times: int = Field(ge=1)
+    endpoint: Literal["submit", "status", "any"] = "any"
+    retry_after: float | None = Field(default=None, ge=0)
+
+
+class _FaultsBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    fail_next_tasks: _FailNextTasks | None = None
+    http_errors: _HttpErrors | list[_HttpErrors] | None = None
+
+
+class _SettingsPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    generation_seconds: float | None = Field(default=None, ge=0)
+    pending_seconds: float | None = Field(default=None, ge=0)
+    latency_seconds: float | None = Field(default=None, ge=0)
+
+
+# --- helpers --------------------------------------------------------------------------------------
+
+
+def error_response(status: int, message: str | None = None, error: str | None = None) -> JSONResponse:
+    """The contract's error envelope; ``error`` goes to ``data.error`` (400 answers)."""
+    body: dict[str, Any] = {"code": status, "message": message or _ERROR_MESSAGES.get(status, "Error")}
+    if error is not None:
+        body["data"] = {"error": error}
+    return JSONResponse(body, status_code=status)
+
+
+def _injected_response(rule: HttpErrorRule) -> JSONResponse:
+    response = error_response(rule.status)
+    if rule.retry_after is not None:
+        seconds = float(rule.retry_after)
+        response.headers["Retry-After"] = str(int(seconds)) if seconds.is_integer() else f"{seconds:g}"
+    return response
+
+
+def _endpoint_kind(path: str) -> str:
+    if path.startswith(f"{API_PREFIX}/generateTask/"):
+        return "submit"
+    if path.startswith(f"{API_PREFIX}/statusTask/"):
+        return "status"
+    return "other"
+
+
+def _authorized(request: Request, settings: EmulatorSettings) -> bool:
+    """Bearer auth; constant-time comparison, and the key is never echoed anywhere."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return False
+    return settings.api_key is None or secrets.compare_digest(token.encode(), settings.api_key.encode())
+
+
+def _settings_view(settings: EmulatorSettings) -> dict[str, Any]:
+    """Settings as admin answers show them: without the key."""
+    return {
+        "generation_seconds": settings.generation_seconds,
+        "pending_seconds": settings.pending_seconds,
+        "latency_seconds": settings.latency_seconds,
+        "any_key": settings.api_key is None,
+    }
+
+
+def _task_view(emulator: Emulator, task: EmulatedTask) -> dict[str, Any]:
+    return {
+        "id": task.task_id,
+        "model": task.model,
+        "state": emulator.state_of(task.task_id),
+        "request_type": task.request_type,
+        "callback_url": task.callback_url,
+    }
+
+
+# --- callbacks ------------------------------------------------------------------------------------
+
+
+async def deliver_callback(emulator: Emulator, task: EmulatedTask, payload: dict[str, Any]) -> None:
+    """POST the status envelope to the task's callback URL once, only if it points at this machine."""
+    url = task.callback_url or ""
+    if urlsplit(url).hostname not in LOOPBACK_HOSTS:
+        error = "not delivered: the emulator only calls back to loopback hosts"
+        emulator.record_callback(CallbackRecord(task.task_id, url, payload, error=error))
+        return
+    try:
+        async with httpx.AsyncClient(timeout=10.0, trust_env=False) as client:
+            answer = await client.post(url, json=payload)
+    except httpx.HTTPError as exc:
+        emulator.record_callback(CallbackRecord(task.task_id, url, payload, error=type(exc).__name__))
+    else:
+        emulator.record_callback(CallbackRecord(task.task_id, url, payload, status_code=answer.status_code))
+
+
+class _Background:
+    """Holds references to fire-and-forget deliveries so they are not garbage-collected mid-flight."""
+
+    def __init__(self) -> None:
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def dispatch_due(self, emulator: Emulator, task_id: str | None = None) -> None:
+        for task, payload in emulator.claim_due_callbacks(task_id):
+            self.spawn(deliver_callback(emulator, task, payload))
+
+    async def watch(self, emulator: Emulator) -> None:
+        """The small background check: callbacks fire even if nobody polls."""
+        while True:
+            self.dispatch_due(emulator)
+            await asyncio.sleep(CALLBACK_CHECK_SECONDS)
+
+    async def close(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+# --- the app --------------------------------------------------------------------------------------
+
+
+def create_app(emulator: Emulator) -> FastAPI:
+    """A FastAPI app serving ``emulator``'s state."""
+    background = _Background()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        watcher = asyncio.get_running_loop().create_task(background.watch(emulator))
+        try:
+            yield
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            await background.close()
+
+    app = FastAPI(title="APIXO emulator", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.closing = threading.Event()  # set by EmulatorServer.stop()
+    _install_gate(app, emulator)
+    _install_api(app, emulator, background)
+    _install_files(app, emulator)
+    _install_admin(app, emulator)
+    return app
+
+
+async def _delay(seconds: float, closing: threading.Event) -> None:
+    """The injected latency, cut short when the server is stopping so shutdown stays fast."""
+    deadline = time.monotonic() + seconds
+    while not closing.is_set() and (left := deadline - time.monotonic()) > 0:
+        await asyncio.sleep(min(left, 0.05))
+
+
+def _install_gate(app: FastAPI, emulator: Emulator) -> None:
+    """Every API request: logged, then injected errors, then auth, then the extra latency."""
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
+        return error_response(exc.status_code, _ERROR_MESSAGES.get(exc.status_code, str(exc.detail)))
+
+    @app.middleware("http")
+    async def gate(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        path = request.url.path
+        if not path.startswith(f"{API_PREFIX}/"):
+            return await call_next(request)
+        emulator.record_request(request.method, path)
+        rule = emulator.take_http_error(_endpoint_kind(path))
+        if rule is not None:
+            response: Response = _injected_response(rule)
+        elif not _authorized(request, emulator.settings):
+            response = error_response(401)
+        else:
+            response = await call_next(request)
+        await _delay(emulator.settings.latency_seconds, app.state.closing)
+        return response
+
+
+def _install_api(app: FastAPI, emulator: Emulator, background: _Background) -> None:
+    """The three contract endpoints (auth, faults and latency are handled by the gate)."""
+
+    @app.post(API_PREFIX + "/generateTask/{model}")
+    async def generate_task(model: str, request: Request) -> Response:
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            return error_response(400, error="Request body must be valid JSON")
+        error = validate_create_body(model, body)
+        if error is not None:
+            return error_response(400, error=error)
+        task = emulator.create_task(model, body, str(request.base_url))
+        return JSONResponse(envelope({"taskId": task.task_id}))
+
+    @app.get(API_PREFIX + "/statusTask/{model}")
+    async def status_task(model: str, request: Request) -> Response:
+        task_id = request.query_params.get("taskId")
+        if not task_id:
+            return error_response(400, error="Missing required query parameter: taskId")
+        task = emulator.task(task_id)
+        if task is None or task.model != model:
+            return error_response(404, "Task not found")
+        data = emulator.status_data(task)
+        background.dispatch_due(emulator, task.task_id)
+        return JSONResponse(envelope(data))
+
+    @app.get(API_PREFIX + "/apikeys/current-balance")
+    async def balance() -> Response:
+        return JSONResponse(envelope({"balance": BALANCE}))
+
+
+def _install_files(app: FastAPI, emulator: Emulator) -> None:
+    """Result downloads: public (no auth), like the CDN links the real service returns."""
+
+    @app.get("/files/{task_id}/{name}")
+    def download(task_id: str, name: str) -> Response:
+        task = emulator.task(task_id)
+        if task is None or emulator.state_of(task_id) != "success":
+            return error_response(404, "File not found")
+        fmt = task.output_format
+        if name not in {f"0.{fmt}", "0.jpg" if fmt == "jpeg" else "0.png"}:
+            return error_response(404, "File not found")
+        width, height = image_size(task.aspect_ratio)
+        content = render_image(fmt, width, height, f"{task.task_id}:{task.prompt}")
+        return Response(content, media_type=f"image/{fmt}")
+
+
+def _install_admin(app: FastAPI, emulator: Emulator) -> None:
+    """Steering for tests in other processes (DAG runs): not part of the APIXO contract."""
+
+    @app.get("/_emulator/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/_emulator/reset")
+    async def reset() -> dict[str, str]:
+        emulator.reset()
+        return {"status": "ok"}
+
+    @app.post("/_emulator/faults")
+    async def faults(body: _FaultsBody) -> dict[str, str]:
+        if body.fail_next_tasks is not None:
+            emulator.fail_next_tasks(**body.fail_next_tasks.model_dump())
+        rules = body.http_errors if isinstance(body.http_errors, list) else [body.http_errors]
+        for rule in rules:
+            if rule is not None:
+                emulator.inject_http_errors(**rule.model_dump())
+        return {"status": "ok"}
+
+    @app.get("/_emulator/settings")
+    async def get_settings() -> dict[str, Any]:
+        return _settings_view(emulator.settings)
+
+    @app.patch("/_emulator/settings")
+    async def patch_settings(body: _SettingsPatch) -> dict[str, Any]:
+        for key, value in body.model_dump(exclude_none=True).items():
+            setattr(emulator.settings, key, value)
+        return _settings_view(emulator.settings)
+
+    @app.get("/_emulator/tasks")
+    async def tasks() -> dict[str, Any]:
+        return {"tasks": [_task_view(emulator, task) for task in emulator.tasks]}
+
+    @app.get("/_emulator/requests")
+    async def requests() -> dict[str, Any]:
+        return {"requests": [{"method": m, "path": p} for m, p in emulator.requests]}
+
+    @app.get("/_emulator/callbacks")
+    async def callbacks() -> dict[str, Any]:
+        return {
+            "callbacks": [
+                {"task_id": c.task_id, "url": c.url, "status_code": c.status_code, "error": c.error}
+                for c in emulator.callbacks
+            ]
+        }

@@ -1,0 +1,345 @@
+"""The emulator's state: settings, the task table, the request log and the fault switches.
+
+Kept apart from the HTTP layer so tests (and the app) share one thread-safe object: the server runs
+in a background thread while tests read and steer it from the main thread.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import secrets
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = [
+    "DEFAULT_API_KEY",
+    "CallbackRecord",
+    "EmulatedTask",
+    "Emulator",
+    "EmulatorSettings",
+    "HttpErrorRule",
+]
+
+DEFAULT_API_KEY = "apixo-emulator-key"
+
+Endpoint = Literal["submit", "status", "any"]
+ENDPOINTS: tuple[str, ...] = ("submit", "status", "any")
+
+_FAIL_MARKER = re.compile(r"\[emulator:fail=([A-Za-z0-9_.\-]+)\]")
+_SECONDS_MARKER = re.compile(r"\[emulator:seconds=(\d+(?:\.\d+)?)\]")
+
+
+@dataclass
+class EmulatorSettings:
+    """Runtime-tunable behaviour; tests mutate the fields directly on ``Emulator.settings``."""
+
+    api_key: str | None = DEFAULT_API_KEY
+    """The only accepted bearer token; None accepts any non-empty token."""
+    generation_seconds: float = 3.0
+    """Time from creation to the terminal state (snapshotted per task at creation)."""
+    pending_seconds: float = 0.5
+    """Time spent in ``pending`` before ``processing``; clamped to ``generation_seconds``."""
+    latency_seconds: float = 0.0
+    """Extra delay before every API answer, to provoke client read timeouts."""
+
+
+@dataclass(frozen=True)
+class EmulatedTask:
+    """One created task, as the emulator recorded it."""
+
+    task_id: str
+    model: str
+    body: dict[str, Any]
+    created_at: float
+    """Wall-clock creation time (Unix seconds)."""
+    created_monotonic: float
+    pending_seconds: float
+    generation_seconds: float
+    base_url: str
+    """Scheme and host the task was submitted to; result URLs are built from it."""
+    fail_code: str | None = None
+    fail_msg: str | None = None
+
+    @property
+    def id(self) -> str:
+        return self.task_id
+
+    @property
+    def input(self) -> dict[str, Any]:
+        value = self.body.get("input")
+        return value if isinstance(value, dict) else {}
+
+    @property
+    def prompt(self) -> str:
+        value = self.input.get("prompt")
+        return value if isinstance(value, str) else ""
+
+    @property
+    def request_type(self) -> str:
+        value = self.body.get("request_type")
+        return value if isinstance(value, str) else "async"
+
+    @property
+    def callback_url(self) -> str | None:
+        value = self.body.get("callback_url")
+        return value if isinstance(value, str) else None
+
+    @property
+    def output_format(self) -> str:
+        """``png`` or ``jpeg``; the docs disagree on the default, the emulator picks png."""
+        value = self.input.get("output_format")
+        return "jpeg" if value in ("jpeg", "jpg") else "png"
+
+    @property
+    def aspect_ratio(self) -> str:
+        value = self.input.get("aspect_ratio")
+        return value if isinstance(value, str) else "1:1"
+
+    @property
+    def create_time_ms(self) -> int:
+        return int(self.created_at * 1000)
+
+    @property
+    def complete_time_ms(self) -> int:
+        return self.create_time_ms + self.cost_time_ms
+
+    @property
+    def cost_time_ms(self) -> int:
+        return int(self.generation_seconds * 1000)
+
+    def state_at(self, now_monotonic: float) -> str:
+        """``pending``, ``processing``, then ``success`` or ``failed``, by time since creation."""
+        elapsed = now_monotonic - self.created_monotonic
+        if elapsed < self.pending_seconds:
+            return "pending"
+        if elapsed < self.generation_seconds:
+            return "processing"
+        return "failed" if self.fail_code else "success"
+
+
+@dataclass
+class HttpErrorRule:
+    """An injected HTTP failure: the next ``remaining`` matching API requests answer ``status``."""
+
+    status: int
+    remaining: int
+    endpoint: Endpoint = "any"
+    retry_after: float | None = None
+
+    def matches(self, endpoint: str) -> bool:
+        return self.remaining > 0 and self.endpoint in ("any", endpoint)
+
+
+@dataclass(frozen=True)
+class CallbackRecord:
+    """One callback attempt: delivered (status_code set), failed (error set) or refused (non-loopback)."""
+
+    task_id: str
+    url: str
+    payload: dict[str, Any]
+    status_code: int | None = None
+    error: str | None = None
+
+
+@dataclass
+class _Faults:
+    fail_next: deque[tuple[str, str]] = field(default_factory=deque)
+    http_errors: list[HttpErrorRule] = field(default_factory=list)
+
+
+class Emulator:
+    """Thread-safe in-memory APIXO: tasks, request log, fault switches and callback bookkeeping."""
+
+    def __init__(self, settings: EmulatorSettings | None = None) -> None:
+        self.settings = settings if settings is not None else EmulatorSettings()
+        self._lock = threading.RLock()
+        self._tasks: dict[str, EmulatedTask] = {}
+        self._requests: list[tuple[str, str]] = []
+        self._faults = _Faults()
+        self._callbacks: list[CallbackRecord] = []
+        self._callbacks_claimed: set[str] = set()
+
+    # --- read access ----------------------------------------------------------------------------
+
+    @property
+    def tasks(self) -> list[EmulatedTask]:
+        """A snapshot of created tasks, in creation order."""
+        with self._lock:
+            return list(self._tasks.values())
+
+    def task(self, task_id: str) -> EmulatedTask | None:
+        with self._lock:
+            return self._tasks.get(task_id)
+
+    def submissions(self, model: str | None = None) -> int:
+        """How many tasks were created (for one model, or all)."""
+        with self._lock:
+            return sum(1 for task in self._tasks.values() if model is None or task.model == model)
+
+    @property
+    def requests(self) -> list[tuple[str, str]]:
+        """A snapshot of ``(method, path)`` for every API request (not downloads or admin calls)."""
+        with self._lock:
+            return list(self._requests)
+
+    def request_count(self, method: str | None = None, path_prefix: str | None = None) -> int:
+        """How many API requests matched the method and path prefix (e.g. ``/api/v1/statusTask``)."""
+        with self._lock:
+            return sum(
+                1
+                for m, p in self._requests
+                if (method is None or m == method.upper())
+                and (path_prefix is None or p.startswith(path_prefix))
+            )
+
+    @property
+    def callbacks(self) -> list[CallbackRecord]:
+        with self._lock:
+            return list(self._callbacks)
+
+    def state_of(self, task_id: str) -> str | None:
+        task = self.task(task_id)
+        return None if task is None else task.state_at(time.monotonic())
+
+    # --- steering -------------------------------------------------------------------------------
+
+    def fail_next_tasks(
+        self, fail_code: str, fail_msg: str = "Emulated generation failure", count: int = 1
+    ) -> None:
+        """The next ``count`` created tasks end in ``failed`` with this failCode/failMsg."""
+        if not fail_code:
+            raise ValueError("fail_code must be a non-empty string")
+        if count < 1:
+            raise ValueError("count must be at least 1")
+        with self._lock:
+            self._faults.fail_next.extend([(fail_code, fail_msg)] * count)
+
+    def inject_http_errors(
+        self, status: int, times: int, endpoint: Endpoint = "any", retry_after: float | None = None
+    ) -> None:
+        """The next ``times`` matching API requests answer ``status`` (error envelope), creating nothing."""
+        if not 400 <= status <= 599:
+            raise ValueError("status must be an HTTP error status (400-599)")
+        if times < 1:
+            raise ValueError("times must be at least 1")
+        if endpoint not in ENDPOINTS:
+            raise ValueError(f"endpoint must be one of {', '.join(ENDPOINTS)}")
+        if retry_after is not None and retry_after < 0:
+            raise ValueError("retry_after must not be negative")
+        with self._lock:
+            rule = HttpErrorRule(status, times, endpoint, None if retry_after is None else float(retry_after))
+            self._faults.http_errors.append(rule)
+
+    def reset(self) -> None:
+        """Forget tasks, the request log, pending faults and callbacks (settings are kept)."""
+        with self._lock:
+            self._tasks.clear()
+            self._requests.clear()
+            self._faults = _Faults()
+            self._callbacks.clear()
+            self._callbacks_claimed.clear()
+
+    # --- used by the HTTP layer -----------------------------------------------------------------
+
+    def record_request(self, method: str, path: str) -> None:
+        with self._lock:
+            self._requests.append((method.upper(), path))
+
+    def take_http_error(self, endpoint: str) -> HttpErrorRule | None:
+        """Consume one injected error matching this endpoint kind, if any is armed."""
+        with self._lock:
+            for rule in self._faults.http_errors:
+                if rule.matches(endpoint):
+                    rule.remaining -= 1
+                    return HttpErrorRule(rule.status, 1, rule.endpoint, rule.retry_after)
+            return None
+
+    def create_task(self, model: str, body: dict[str, Any], base_url: str) -> EmulatedTask:
+        """Record a new task; queued failures apply first, then a ``[emulator:fail=CODE]`` prompt marker."""
+        prompt = _prompt_of(body)
+        generation = _marker_seconds(prompt, self.settings.generation_seconds)
+        with self._lock:
+            fail = self._faults.fail_next.popleft() if self._faults.fail_next else _marker_failure(prompt)
+            task = EmulatedTask(
+                task_id=f"task_{secrets.token_hex(12)}",
+                model=model,
+                body=copy.deepcopy(body),
+                created_at=time.time(),
+                created_monotonic=time.monotonic(),
+                pending_seconds=max(0.0, min(self.settings.pending_seconds, generation)),
+                generation_seconds=generation,
+                base_url=base_url.rstrip("/"),
+                fail_code=fail[0] if fail else None,
+                fail_msg=fail[1] if fail else None,
+            )
+            self._tasks[task.task_id] = task
+            return task
+
+    def status_data(self, task: EmulatedTask, now_monotonic: float | None = None) -> dict[str, Any]:
+        """The ``data`` object of a statusTask answer for this task, right now."""
+        state = task.state_at(time.monotonic() if now_monotonic is None else now_monotonic)
+        data: dict[str, Any] = {"taskId": task.task_id, "state": state, "createTime": task.create_time_ms}
+        if state == "success":
+            data["resultJson"] = _result_json(task)
+            data["completeTime"] = task.complete_time_ms
+            data["costTime"] = task.cost_time_ms
+        elif state == "failed":
+            data["failCode"] = task.fail_code
+            data["failMsg"] = task.fail_msg
+            data["completeTime"] = task.complete_time_ms
+        return data
+
+    def claim_due_callbacks(self, task_id: str | None = None) -> list[tuple[EmulatedTask, dict[str, Any]]]:
+        """Terminal callback-mode tasks not yet handled, each claimed once, with the payload to POST."""
+        now = time.monotonic()
+        due: list[tuple[EmulatedTask, dict[str, Any]]] = []
+        with self._lock:
+            if task_id is None:
+                candidates = list(self._tasks.values())
+            else:
+                candidates = [self._tasks[task_id]] if task_id in self._tasks else []
+            for task in candidates:
+                if task.request_type != "callback" or not task.callback_url:
+                    continue
+                if task.task_id in self._callbacks_claimed or task.state_at(now) not in ("success", "failed"):
+                    continue
+                self._callbacks_claimed.add(task.task_id)
+                due.append((task, envelope(self.status_data(task, now))))
+        return due
+
+    def record_callback(self, record: CallbackRecord) -> None:
+        with self._lock:
+            self._callbacks.append(record)
+
+
+def envelope(data: dict[str, Any]) -> dict[str, Any]:
+    """The success envelope every API answer shares."""
+    return {"code": 200, "message": "success", "data": data}
+
+
+def _result_json(task: EmulatedTask) -> str:
+    """The resultJson *string* the real API returns: one absolute URL per task."""
+    url = f"{task.base_url}/files/{task.task_id}/0.{task.output_format}"
+    return json.dumps({"resultUrls": [url]}, separators=(",", ":"))
+
+
+def _prompt_of(body: dict[str, Any]) -> str:
+    value = body.get("input")
+    prompt = value.get("prompt") if isinstance(value, dict) else None
+    return prompt if isinstance(prompt, str) else ""
+
+
+def _marker_failure(prompt: str) -> tuple[str, str] | None:
+    match = _FAIL_MARKER.search(prompt)
+    return (match.group(1), f"Emulated failure requested by the prompt: {match.group(1)}") if match else None
+
+
+def _marker_seconds(prompt: str, default: float) -> float:
+    """``[emulator:seconds=N]`` overrides the generation time of one task (e.g. to provoke timeouts)."""
+    match = _SECONDS_MARKER.search(prompt)
+    return float(match.group(1)) if match else max(0.0, default)

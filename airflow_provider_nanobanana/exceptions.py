@@ -1,0 +1,135 @@
+"""Errors the provider raises, shaped so callers can act on them.
+
+Every error says what happened and what to do about it. ``transient`` tells whether the very same
+request may succeed if sent again: the hook retries only those. Errors that an Airflow retry cannot
+fix, or that a retry could pay twice for, are also ``AirflowFailException``: the task fails for good.
+No message ever contains the API key.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+
+class ApixoError(AirflowException):
+    """Base class of every error raised by this provider."""
+
+    transient: ClassVar[bool] = False
+
+
+class ApixoInputError(ApixoError, AirflowFailException, ValueError):
+    """A parameter breaks the API's rules; raised before any HTTP request, and never retried."""
+
+    def __init__(self, field: str, rule: str) -> None:
+        super().__init__(f"Invalid {field}: {rule}")
+        self.field = field
+        self.rule = rule
+
+
+class ApixoApiError(ApixoError):
+    """APIXO answered with an error envelope."""
+
+    hint: ClassVar[str] = ""
+
+    def __init__(self, status_code: int, message: str, detail: str | None = None) -> None:
+        text = f"APIXO answered {status_code} ({message})"
+        if detail:
+            text += f": {detail}"
+        if self.hint:
+            text += f". {self.hint}"
+        super().__init__(text)
+        self.http_status = status_code
+        self.api_message = message
+        self.detail = detail
+
+
+class ApixoBadRequestError(ApixoApiError, AirflowFailException):
+    """HTTP 400: the request does not match the API's rules."""
+
+    hint = "Fix the request parameters; resending the same request cannot succeed"
+
+
+class ApixoAuthError(ApixoApiError):
+    """HTTP 401/403: the key is missing, wrong, or not allowed to do this."""
+
+    hint = "Check the API key in the password field of the APIXO connection"
+
+
+class ApixoInsufficientBalanceError(ApixoApiError):
+    """HTTP 402: the account has no credit left for this task."""
+
+    hint = "Top up the APIXO account balance, then clear the task"
+
+
+class ApixoNotFoundError(ApixoApiError):
+    """HTTP 404: unknown task id, model or endpoint."""
+
+    hint = "Check the task id, the model id and the connection's base URL"
+
+
+class ApixoRateLimitError(ApixoApiError):
+    """HTTP 429: too many requests for this key; the request was not processed."""
+
+    transient = True
+    hint = "Retried with backoff; lower the number of concurrent tasks if this persists"
+
+    def __init__(
+        self, status_code: int, message: str, detail: str | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(status_code, message, detail)
+        self.retry_after = retry_after
+
+
+class ApixoServerError(ApixoApiError):
+    """HTTP 5xx: APIXO failed on its side."""
+
+    transient = True
+    hint = "Usually temporary; retried with backoff"
+
+
+class ApixoMalformedResponseError(ApixoError):
+    """The answer is not the documented envelope (not JSON, missing fields, unknown values)."""
+
+
+class ApixoTransportError(ApixoError):
+    """No usable HTTP answer: host unreachable, TLS failure, timeout or dropped connection."""
+
+    transient = True
+
+
+class ApixoSubmissionUncertainError(ApixoError, AirflowFailException):
+    """A task submission may have reached APIXO but its answer was lost.
+
+    Sending it again could pay for the same image twice, so it is never resent automatically.
+    """
+
+    def __init__(self, what: str, cause: str) -> None:
+        super().__init__(
+            f"{what} may have succeeded but its answer was lost ({cause}). "
+            "It was not resent, to avoid paying twice: check the task list in the APIXO dashboard, "
+            "then clear this Airflow task if no task was created."
+        )
+
+
+class ApixoTaskFailedError(ApixoError):
+    """The APIXO task ended in state ``failed`` for a reason a new attempt may not hit again."""
+
+    def __init__(self, task_id: str, fail_code: str | None, fail_message: str | None) -> None:
+        super().__init__(f"APIXO task {task_id} failed: {fail_code or 'no failCode'}: {fail_message or ''}")
+        self.task_id = task_id
+        self.fail_code = fail_code
+        self.fail_message = fail_message
+
+
+class ApixoWaitError(ApixoError):
+    """Waiting for an APIXO task ended without an outcome: polling kept failing."""
+
+    def __init__(self, task_id: str, message: str) -> None:
+        super().__init__(message)
+        self.task_id = task_id
+
+
+class ApixoWaitTimeoutError(ApixoWaitError):
+    """The APIXO task did not finish before the wait's deadline; it may still finish later."""

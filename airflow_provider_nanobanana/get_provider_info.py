@@ -1,0 +1,76 @@
+"""Provider metadata read by Airflow (entry point ``apache_airflow_provider``).
+
+The connection form of the Airflow 3.3 UI is built only from ``conn-fields`` and
+``ui-field-behaviour`` here. Airflow imports this module while it loads providers, so it imports
+nothing from the package but its version (a test checks the literals against ``models``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow_provider_nanobanana import __version__
+
+INTEGRATION = "APIXO"
+DEFAULT_BASE_URL = "https://api.apixo.ai/api/v1"
+PROVIDERS = ["auto", "value", "official"]
+
+
+def get_provider_info() -> dict[str, Any]:
+    return {
+        "package-name": "airflow-provider-nanobanana",
+        "name": "APIXO Nano Banana",
+        "description": "Generate images with APIXO's task API (Nano Banana and other APIXO models).",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": INTEGRATION,
+                "external-doc-url": "https://apixo.ai",
+                "tags": ["service"],
+            }
+        ],
+        "hooks": [
+            {"integration-name": INTEGRATION, "python-modules": ["airflow_provider_nanobanana.hooks.apixo"]}
+        ],
+        "operators": [
+            {
+                "integration-name": INTEGRATION,
+                "python-modules": ["airflow_provider_nanobanana.operators.nanobanana"],
+            }
+        ],
+        "sensors": [
+            {
+                "integration-name": INTEGRATION,
+                "python-modules": ["airflow_provider_nanobanana.sensors.nanobanana"],
+            }
+        ],
+        "triggers": [
+            {
+                "integration-name": INTEGRATION,
+                "python-modules": ["airflow_provider_nanobanana.triggers.nanobanana"],
+            }
+        ],
+        "connection-types": [
+            {
+                "hook-class-name": "airflow_provider_nanobanana.hooks.apixo.ApixoHook",
+                "hook-name": "APIXO",
+                "connection-type": "apixo",
+                "conn-fields": {
+                    "provider": {
+                        "label": "Default provider routing",
+                        "description": "auto: cheapest with failover; value: cheapest; official: direct.",
+                        "schema": {"type": ["string", "null"], "default": "auto", "enum": PROVIDERS},
+                    },
+                    "timeout": {
+                        "label": "Request timeout (seconds)",
+                        "schema": {"type": ["number", "null"], "default": 30},
+                    },
+                },
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "login", "port", "extra"],
+                    "relabeling": {"host": "Base URL", "password": "API key"},
+                    "placeholders": {"host": DEFAULT_BASE_URL, "password": "APIXO API key"},
+                },
+            }
+        ],
+    }

@@ -1,0 +1,422 @@
+"""ApixoHook: the connection and every HTTP call to APIXO's task API, sync and async.
+
+Retries live here and nowhere else. A request is resent only when sending it again is safe: status
+reads always; task submissions only when APIXO provably did not take them (the connection was never
+made, or it answered 4xx, 429 or 503). A submission whose answer was lost after it was sent raises
+:class:`ApixoSubmissionUncertainError` instead, so a paid task is never created twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import httpx
+from airflow.sdk import BaseHook
+from tenacity import AsyncRetrying, Retrying, retry_if_exception, stop_after_attempt
+
+from airflow_provider_nanobanana import __version__
+from airflow_provider_nanobanana.exceptions import (
+    ApixoApiError,
+    ApixoAuthError,
+    ApixoBadRequestError,
+    ApixoError,
+    ApixoInsufficientBalanceError,
+    ApixoMalformedResponseError,
+    ApixoNotFoundError,
+    ApixoRateLimitError,
+    ApixoServerError,
+    ApixoSubmissionUncertainError,
+    ApixoTransportError,
+)
+from airflow_provider_nanobanana.models import (
+    DEFAULT_BASE_URL,
+    NANO_BANANA,
+    PROVIDERS,
+    TaskStatus,
+    build_task_body,
+    check_choice,
+    check_model_id,
+    parse_task_id,
+)
+from airflow_provider_nanobanana.polling import DEFAULT_MAX_CONSECUTIVE_ERRORS, PollOutcome, TaskPoller
+
+if TYPE_CHECKING:
+    from airflow.sdk import Connection
+    from tenacity import RetryCallState
+
+DEFAULT_REQUEST_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded exponential backoff with full jitter; ``Retry-After`` wins when APIXO sends one."""
+
+    max_attempts: int = 5
+    initial_wait: float = 1.0
+    max_wait: float = 30.0
+
+    def wait(self, state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, ApixoRateLimitError) and error.retry_after is not None:
+            return min(error.retry_after, self.max_wait)
+        ceiling = min(self.max_wait, self.initial_wait * 2 ** (state.attempt_number - 1))
+        return random.uniform(0, ceiling)
+
+
+@dataclass(frozen=True)
+class ConnectionSettings:
+    """What the hook reads from an ``apixo`` connection."""
+
+    base_url: str
+    api_key: str
+    provider: str
+    timeout: float
+
+    @classmethod
+    def from_connection(cls, conn: Connection, timeout: float | None = None) -> ConnectionSettings:
+        if not conn.password:
+            raise ApixoError(
+                f"Connection {conn.conn_id!r} has no API key: put it in the connection's API key field"
+            )
+        extra = conn.extra_dejson
+        return cls(
+            base_url=_base_url(conn.host, conn.port),
+            api_key=conn.password,
+            provider=check_choice("provider", extra.get("provider") or "auto", PROVIDERS),
+            timeout=float(timeout or extra.get("timeout") or DEFAULT_REQUEST_TIMEOUT),
+        )
+
+    def client_options(self) -> dict[str, Any]:
+        return {
+            "base_url": self.base_url,
+            "headers": {
+                "Authorization": f"Bearer {self.api_key}",
+                "User-Agent": f"airflow-provider-nanobanana/{__version__}",
+            },
+            "timeout": httpx.Timeout(self.timeout),
+        }
+
+
+def _base_url(host: str | None, port: int | None) -> str:
+    """The connection's host is a full base URL; a bare host name means HTTPS and the v1 API path."""
+    if not host:
+        return DEFAULT_BASE_URL
+    url = host if "://" in host else f"https://{host}"
+    parts = urlsplit(url)
+    if port and not parts.port:
+        url = url.replace(parts.netloc, f"{parts.netloc}:{port}", 1)
+    if not parts.path.strip("/"):
+        url = url.rstrip("/") + "/api/v1"
+    return url.rstrip("/")
+
+
+class ApixoHook(BaseHook):
+    """Talks to APIXO's task API: submit a task for any model, read its status, wait for it.
+
+    One ``httpx.Client`` and one ``httpx.AsyncClient`` per hook, kept alive across calls.
+
+    :param apixo_conn_id: the ``apixo`` connection: base URL in host, API key in password,
+        extras ``provider`` (default routing) and ``timeout`` (seconds per request).
+    :param retry_policy: how transient failures are retried.
+    :param timeout: per-request timeout in seconds, overriding the connection's.
+    """
+
+    conn_name_attr = "apixo_conn_id"
+    default_conn_name = "apixo_default"
+    conn_type = "apixo"
+    hook_name = "APIXO"
+
+    def __init__(
+        self,
+        apixo_conn_id: str = default_conn_name,
+        *,
+        retry_policy: RetryPolicy | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.apixo_conn_id = apixo_conn_id
+        self.retry_policy = retry_policy or RetryPolicy()
+        self.timeout = timeout
+        self._settings: ConnectionSettings | None = None
+        self._client: httpx.Client | None = None
+        self._async_client: httpx.AsyncClient | None = None
+
+    # -- clients ---------------------------------------------------------------------------------
+
+    def get_conn(self) -> httpx.Client:
+        """The hook's sync client, created on first use."""
+        if self._client is None:
+            self._settings = ConnectionSettings.from_connection(
+                self.get_connection(self.apixo_conn_id), self.timeout
+            )
+            self._client = httpx.Client(**self._settings.client_options())
+        return self._client
+
+    async def aget_conn(self) -> httpx.AsyncClient:
+        """The hook's async client; the connection is looked up without blocking the event loop."""
+        if self._async_client is None:
+            conn = await self.aget_connection(self.apixo_conn_id)
+            self._settings = ConnectionSettings.from_connection(conn, self.timeout)
+            self._async_client = httpx.AsyncClient(**self._settings.client_options())
+        return self._async_client
+
+    @property
+    def settings(self) -> ConnectionSettings:
+        if self._settings is None:
+            self.get_conn()
+        assert self._settings is not None
+        return self._settings
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    async def aclose(self) -> None:
+        if self._async_client is not None:
+            await self._async_client.aclose()
+            self._async_client = None
+
+    # -- the API ---------------------------------------------------------------------------------
+
+    def submit_task(
+        self,
+        model: str,
+        task_input: Mapping[str, Any],
+        *,
+        provider: str | None = None,
+        callback_url: str | None = None,
+    ) -> str:
+        """Create a task and return its id. Resent only when APIXO provably did not take it."""
+        check_model_id(model)
+        body = build_task_body(
+            task_input, provider=provider or self.settings.provider, callback_url=callback_url
+        )
+        what = f"Submitting a {model} task"
+        try:
+            task_id = parse_task_id(self._call("POST", f"/generateTask/{model}", what=what, json=body))
+        except ApixoMalformedResponseError as error:
+            raise ApixoSubmissionUncertainError(what, str(error)) from error
+        self.log.info("Submitted APIXO %s task %s", model, task_id)
+        return task_id
+
+    def get_task_status(self, model: str, task_id: str) -> TaskStatus:
+        """Read a task's status; ``model`` must be the one the task was created with."""
+        check_model_id(model)
+        data = self._call(
+            "GET", f"/statusTask/{model}", what=f"Reading APIXO task {task_id}", params={"taskId": task_id}
+        )
+        return TaskStatus.from_api(data)
+
+    async def aget_task_status(self, model: str, task_id: str) -> TaskStatus:
+        """Async :meth:`get_task_status`, for triggers."""
+        check_model_id(model)
+        data = await self._acall(
+            "GET", f"/statusTask/{model}", what=f"Reading APIXO task {task_id}", params={"taskId": task_id}
+        )
+        return TaskStatus.from_api(data)
+
+    def wait_for_task(
+        self,
+        model: str,
+        task_id: str,
+        *,
+        initial_delay: float,
+        poll_interval: float,
+        deadline: float,
+        max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS,
+    ) -> PollOutcome:
+        """Poll until the task ends, a run of errors exhausts the budget, or ``deadline`` (Unix time)."""
+        poller = TaskPoller(model, task_id, deadline, max_consecutive_errors, self.log)
+        delay = initial_delay
+        while True:
+            time.sleep(poller.sleep_time(delay))
+            try:
+                answer: TaskStatus | ApixoError = self.get_task_status(model, task_id)
+            except ApixoError as error:
+                answer = error
+            if outcome := poller.observe(answer):
+                return outcome
+            delay = poll_interval
+
+    async def await_task(
+        self,
+        model: str,
+        task_id: str,
+        *,
+        initial_delay: float,
+        poll_interval: float,
+        deadline: float,
+        max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS,
+    ) -> PollOutcome:
+        """Async :meth:`wait_for_task`, for triggers."""
+        poller = TaskPoller(model, task_id, deadline, max_consecutive_errors, self.log)
+        delay = initial_delay
+        while True:
+            await asyncio.sleep(poller.sleep_time(delay))
+            try:
+                answer: TaskStatus | ApixoError = await self.aget_task_status(model, task_id)
+            except ApixoError as error:
+                answer = error
+            if outcome := poller.observe(answer):
+                return outcome
+            delay = poll_interval
+
+    def test_connection(self) -> tuple[bool, str]:
+        """One cheap authenticated call, for the UI's Test button; no retries."""
+        try:
+            base_url = self.settings.base_url
+            try:
+                self._call("GET", "/apikeys/current-balance", what="Checking the key", attempts=1)
+            except ApixoNotFoundError:
+                # No balance endpoint behind this base URL: reading an unknown task proves the key too.
+                self._probe_unknown_task()
+        except ApixoAuthError as error:
+            return False, f"APIXO rejected the API key: {error}"
+        except ApixoError as error:
+            return False, str(error)
+        return True, f"Connected to {base_url}: the API key is valid"
+
+    def _probe_unknown_task(self) -> None:
+        path = f"/statusTask/{NANO_BANANA}"
+        with contextlib.suppress(ApixoNotFoundError, ApixoBadRequestError):
+            self._call("GET", path, what="Checking the key", attempts=1, params={"taskId": "connection-test"})
+
+    # -- transport -------------------------------------------------------------------------------
+
+    def _call(self, method: str, path: str, *, what: str, attempts: int | None = None, **kwargs: Any) -> Any:
+        client = self.get_conn()
+        retrying = Retrying(**self._retry_options(what, attempts))
+        return retrying(self._send, client, method, path, what, kwargs)
+
+    async def _acall(
+        self, method: str, path: str, *, what: str, attempts: int | None = None, **kwargs: Any
+    ) -> Any:
+        client = await self.aget_conn()
+        retrying = AsyncRetrying(**self._retry_options(what, attempts))
+        return await retrying(self._asend, client, method, path, what, kwargs)
+
+    def _send(self, client: httpx.Client, method: str, path: str, what: str, kwargs: dict[str, Any]) -> Any:
+        try:
+            response = client.request(method, path, **kwargs)
+        except httpx.TransportError as error:
+            raise _transport_error(error, method, what) from error
+        return _read_envelope(response, what)
+
+    async def _asend(
+        self, client: httpx.AsyncClient, method: str, path: str, what: str, kwargs: dict[str, Any]
+    ) -> Any:
+        try:
+            response = await client.request(method, path, **kwargs)
+        except httpx.TransportError as error:
+            raise _transport_error(error, method, what) from error
+        return _read_envelope(response, what)
+
+    def _retry_options(self, what: str, attempts: int | None) -> dict[str, Any]:
+        policy = self.retry_policy
+        max_attempts = attempts or policy.max_attempts
+
+        def log_retry(state: RetryCallState) -> None:
+            self.log.warning(
+                "%s failed (attempt %d of %d), retrying in %.1f s: %s",
+                what,
+                state.attempt_number,
+                max_attempts,
+                state.next_action.sleep if state.next_action else 0.0,
+                state.outcome.exception() if state.outcome else None,
+            )
+
+        return {
+            "retry": retry_if_exception(lambda error: isinstance(error, ApixoError) and error.transient),
+            "stop": stop_after_attempt(max_attempts),
+            "wait": policy.wait,
+            "before_sleep": log_retry,
+            "reraise": True,
+        }
+
+
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+def _transport_error(error: httpx.TransportError, method: str, what: str) -> ApixoError:
+    """Name what went wrong on the wire; a POST that may have been received is not resendable."""
+    if method == "POST" and not isinstance(error, _NOT_SENT):
+        return ApixoSubmissionUncertainError(what, f"{type(error).__name__}: {error}")
+    try:
+        url: Any = error.request.url.copy_with(query=None)
+    except RuntimeError:  # an error built without its request
+        url = "APIXO"
+    kind = "timed out" if isinstance(error, httpx.TimeoutException) else "failed"
+    return ApixoTransportError(f"{what}: request to {url} {kind} ({type(error).__name__}: {error})")
+
+
+_ERRORS_BY_STATUS: dict[int, type[ApixoApiError]] = {
+    400: ApixoBadRequestError,
+    401: ApixoAuthError,
+    402: ApixoInsufficientBalanceError,
+    403: ApixoAuthError,
+    404: ApixoNotFoundError,
+    429: ApixoRateLimitError,
+}
+
+
+def _read_envelope(response: httpx.Response, what: str) -> Any:
+    """Return the envelope's ``data``, or raise the error it describes.
+
+    APIXO may signal an error in the envelope's ``code`` under HTTP 200: that counts as the status.
+    """
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    envelope = body if isinstance(body, dict) else {}
+    code = envelope.get("code")
+    status = response.status_code if response.status_code != 200 else code
+    if status == 200:
+        return envelope.get("data")
+    if response.status_code == 200 and not isinstance(code, int):
+        raise ApixoMalformedResponseError(f"{what}: APIXO answered HTTP 200 without a JSON envelope")
+    error = _api_error(status, envelope, response)
+    if response.request.method == "POST" and not _rejected(error):
+        raise ApixoSubmissionUncertainError(what, str(error)) from error
+    raise error
+
+
+def _api_error(status: Any, envelope: Mapping[str, Any], response: httpx.Response) -> ApixoError:
+    if not isinstance(status, int) or not 400 <= status <= 599:
+        return ApixoMalformedResponseError(f"APIXO answered an envelope with code {status!r}")
+    message = str(envelope.get("message") or response.reason_phrase or "error")
+    data = envelope.get("data")
+    detail = data.get("error") if isinstance(data, Mapping) else None
+    if status == 429:
+        return ApixoRateLimitError(status, message, detail, _retry_after(response))
+    if status >= 500:
+        return ApixoServerError(status, message, detail)
+    return _ERRORS_BY_STATUS.get(status, ApixoApiError)(status, message, detail)
+
+
+def _rejected(error: ApixoError) -> bool:
+    """Whether APIXO turned a submission away, so no task can exist: 4xx, 429 and 503."""
+    return isinstance(error, ApixoApiError) and (error.http_status < 500 or error.http_status == 503)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None

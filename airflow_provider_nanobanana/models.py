@@ -1,0 +1,298 @@
+"""The shapes of APIXO's task API: request bodies, task states, status answers and fail codes.
+
+This is the one module that knows field names such as ``taskId`` or ``resultJson``; the hook moves
+them over HTTP and the operators speak Airflow.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+from urllib.parse import urlsplit
+
+from airflow_provider_nanobanana.exceptions import ApixoInputError, ApixoMalformedResponseError
+
+DEFAULT_BASE_URL = "https://api.apixo.ai/api/v1"
+NANO_BANANA = "nano-banana"
+
+PROVIDERS = ("auto", "value", "official")
+REQUEST_TYPES = ("async", "callback")
+MODES = ("text-to-image", "image-to-image")
+ASPECT_RATIOS = ("1:1", "4:3", "3:4", "3:2", "2:3", "4:5", "5:4", "9:16", "16:9", "21:9", "auto")
+OUTPUT_FORMATS = ("png", "jpeg")
+MAX_PROMPT_CHARS = 5000
+MAX_IMAGE_URLS = 5
+
+# Documented polling cadence for fast image models: first poll after 5-10 s, then every 3 s.
+DEFAULT_INITIAL_DELAY = 5.0
+DEFAULT_POLL_INTERVAL = 3.0
+DEFAULT_TIMEOUT = 300.0
+
+
+class TaskState(StrEnum):
+    """Lifecycle of an APIXO task."""
+
+    PENDING = "pending"
+    PROCESSING = "processing"
+    SUCCESS = "success"
+    FAILED = "failed"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (TaskState.SUCCESS, TaskState.FAILED)
+
+
+# failCodes that say the service, not the request, went wrong: a new task may well succeed.
+_TRANSIENT_FAIL_CODES = frozenset({"processingtimeout", "modelunavailable", "generationfailed"})
+# Words that mark a failCode as caused by the input (content, prompt, image) or the account (credits).
+_INPUT_FAIL_WORDS = ("content", "nsfw", "prompt", "image", "format", "credit", "balance", "prohibit")
+
+
+def is_input_fail_code(fail_code: str | None) -> bool:
+    """Whether a failCode is caused by the request or the account, so resubmitting cannot help.
+
+    Two naming styles are in use (``PROMPT_TOO_LONG``, ``PromptLengthExceeded``); unknown codes are
+    judged by their words, and codes with no such word count as transient.
+    """
+    normalized = re.sub(r"[^a-z]", "", (fail_code or "").lower())
+    if normalized in _TRANSIENT_FAIL_CODES:
+        return False
+    return any(word in normalized for word in _INPUT_FAIL_WORDS)
+
+
+@dataclass(frozen=True)
+class TaskStatus:
+    """One ``statusTask`` answer, parsed and typed."""
+
+    task_id: str
+    state: TaskState
+    result_urls: tuple[str, ...] = ()
+    fail_code: str | None = None
+    fail_message: str | None = None
+    create_time: int | None = None
+    complete_time: int | None = None
+    cost_time: int | None = None
+
+    @classmethod
+    def from_api(cls, data: Any) -> TaskStatus:
+        """Parse the ``data`` object of a ``statusTask`` envelope."""
+        if not isinstance(data, Mapping):
+            raise ApixoMalformedResponseError(f"statusTask data is not an object: {data!r:.200}")
+        task_id = data.get("taskId")
+        if not isinstance(task_id, str) or not task_id:
+            raise ApixoMalformedResponseError(f"statusTask data has no taskId: {dict(data)!r:.200}")
+        try:
+            state = TaskState(str(data.get("state")))
+        except ValueError:
+            raise ApixoMalformedResponseError(
+                f"statusTask for {task_id} has an unknown state {data.get('state')!r}"
+            ) from None
+        result_urls = (
+            _parse_result_urls(task_id, data.get("resultJson")) if state is TaskState.SUCCESS else ()
+        )
+        return cls(
+            task_id=task_id,
+            state=state,
+            result_urls=result_urls,
+            fail_code=_optional_str(data.get("failCode")),
+            fail_message=_optional_str(data.get("failMsg")),
+            create_time=_optional_int(data.get("createTime")),
+            complete_time=_optional_int(data.get("completeTime")),
+            cost_time=_optional_int(data.get("costTime")),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form, for trigger events."""
+        return {**self.result(), "fail_code": self.fail_code, "fail_message": self.fail_message}
+
+    @classmethod
+    def from_dict(cls, value: Mapping[str, Any]) -> TaskStatus:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            task_id=value["apixo_task_id"],
+            state=TaskState(value["state"]),
+            result_urls=tuple(value.get("result_urls") or ()),
+            fail_code=value.get("fail_code"),
+            fail_message=value.get("fail_message"),
+            create_time=value.get("create_time"),
+            complete_time=value.get("complete_time"),
+            cost_time=value.get("cost_time"),
+        )
+
+    def result(self) -> dict[str, Any]:
+        """What the operators return (and so push to XCom): ids, URLs and times, never bytes."""
+        return {
+            "apixo_task_id": self.task_id,
+            "state": self.state.value,
+            "result_urls": list(self.result_urls),
+            "create_time": self.create_time,
+            "complete_time": self.complete_time,
+            "cost_time": self.cost_time,
+        }
+
+
+def _parse_result_urls(task_id: str, result_json: Any) -> tuple[str, ...]:
+    """``resultJson`` is documented as a JSON string; accept an already-decoded object too."""
+    try:
+        result = json.loads(result_json) if isinstance(result_json, str) else result_json
+    except json.JSONDecodeError:
+        raise ApixoMalformedResponseError(f"resultJson of task {task_id} is not valid JSON") from None
+    urls = result.get("resultUrls") if isinstance(result, Mapping) else None
+    if not isinstance(urls, list) or not all(isinstance(url, str) for url in urls):
+        raise ApixoMalformedResponseError(f"resultJson of task {task_id} has no resultUrls list")
+    return tuple(urls)
+
+
+def _optional_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _optional_int(value: Any) -> int | None:
+    try:
+        return None if value is None else int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def parse_task_id(data: Any) -> str:
+    """Read the task id from the ``data`` of a ``generateTask`` envelope (an opaque string)."""
+    task_id = data.get("taskId") if isinstance(data, Mapping) else None
+    if not isinstance(task_id, str) or not task_id:
+        raise ApixoMalformedResponseError(f"generateTask answer has no taskId: {data!r:.200}")
+    return task_id
+
+
+def build_task_body(
+    task_input: Mapping[str, Any], *, provider: str = "auto", callback_url: str | None = None
+) -> dict[str, Any]:
+    """The ``generateTask`` body: callback mode exactly when a callback URL is given."""
+    body: dict[str, Any] = {
+        "request_type": "callback" if callback_url else "async",
+        "provider": provider,
+        "input": dict(task_input),
+    }
+    if callback_url:
+        body["callback_url"] = callback_url
+    return body
+
+
+@dataclass(frozen=True)
+class NanoBananaRequest:
+    """A validated ``nano-banana`` task: build it with :meth:`validated`, send :meth:`task_input`."""
+
+    prompt: str
+    mode: str
+    image_urls: tuple[str, ...]
+    aspect_ratio: str
+    output_format: str
+    provider: str | None
+    callback_url: str | None
+
+    @classmethod
+    def validated(
+        cls,
+        *,
+        prompt: Any,
+        image_urls: Sequence[str] | None = None,
+        mode: str | None = None,
+        aspect_ratio: str = "1:1",
+        output_format: str = "png",
+        provider: str | None = None,
+        request_type: str | None = None,
+        callback_url: str | None = None,
+    ) -> NanoBananaRequest:
+        """Check every field against the contract, naming the field and the rule on failure."""
+        urls = _check_image_urls(image_urls)
+        return cls(
+            prompt=_check_prompt(prompt),
+            mode=_check_mode(mode, urls),
+            image_urls=urls,
+            aspect_ratio=check_choice("aspect_ratio", aspect_ratio, ASPECT_RATIOS),
+            output_format=check_choice("output_format", output_format, OUTPUT_FORMATS),
+            provider=None if provider is None else check_choice("provider", provider, PROVIDERS),
+            callback_url=_check_callback(request_type, callback_url),
+        )
+
+    def task_input(self) -> dict[str, Any]:
+        """The ``input`` object of the request body."""
+        task_input: dict[str, Any] = {
+            "mode": self.mode,
+            "prompt": self.prompt,
+            "aspect_ratio": self.aspect_ratio,
+            "output_format": self.output_format,
+        }
+        if self.image_urls:
+            task_input["image_urls"] = list(self.image_urls)
+        return task_input
+
+
+_MODEL_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+
+
+def check_model_id(model: Any) -> str:
+    """Model ids go into the URL path: allow only what APIXO's ids look like."""
+    if not isinstance(model, str) or not _MODEL_ID.fullmatch(model):
+        raise ApixoInputError(
+            "model", f"must be an APIXO model id such as {NANO_BANANA!r}; got {model!r:.80}"
+        )
+    return model
+
+
+def check_choice(field: str, value: Any, allowed: Sequence[str]) -> str:
+    if value not in allowed:
+        raise ApixoInputError(field, f"must be one of {', '.join(allowed)}; got {value!r}")
+    return str(value)
+
+
+def _check_prompt(prompt: Any) -> str:
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ApixoInputError("prompt", "must be a non-empty string")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise ApixoInputError("prompt", f"must be at most {MAX_PROMPT_CHARS} characters; got {len(prompt)}")
+    return prompt
+
+
+def _check_image_urls(image_urls: Sequence[str] | None) -> tuple[str, ...]:
+    if image_urls is None:
+        return ()
+    if isinstance(image_urls, str) or not isinstance(image_urls, Sequence):
+        raise ApixoInputError("image_urls", "must be a list of URLs")
+    if len(image_urls) > MAX_IMAGE_URLS:
+        raise ApixoInputError("image_urls", f"must hold at most {MAX_IMAGE_URLS} URLs; got {len(image_urls)}")
+    for index, url in enumerate(image_urls):
+        check_http_url(f"image_urls[{index}]", url)
+    return tuple(image_urls)
+
+
+def check_http_url(field: str, url: Any) -> str:
+    parts = urlsplit(url) if isinstance(url, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ApixoInputError(field, f"must be an absolute http(s) URL; got {url!r:.100}")
+    return str(url)
+
+
+def _check_mode(mode: str | None, image_urls: tuple[str, ...]) -> str:
+    inferred = "image-to-image" if image_urls else "text-to-image"
+    if mode is None:
+        return inferred
+    check_choice("mode", mode, MODES)
+    if mode != inferred:
+        rule = "needs 1 to 5 image_urls" if image_urls == () else "takes no image_urls"
+        raise ApixoInputError("mode", f"{mode} {rule}; got {len(image_urls)}")
+    return mode
+
+
+def _check_callback(request_type: str | None, callback_url: str | None) -> str | None:
+    if request_type is not None:
+        check_choice("request_type", request_type, REQUEST_TYPES)
+    if callback_url is None:
+        if request_type == "callback":
+            raise ApixoInputError("callback_url", "is required when request_type is 'callback'")
+        return None
+    if request_type == "async":
+        raise ApixoInputError("callback_url", "must not be set when request_type is 'async'")
+    return check_http_url("callback_url", callback_url)

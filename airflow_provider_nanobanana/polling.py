@@ -1,0 +1,160 @@
+"""Waiting for an APIXO task: the rules shared by the trigger, the blocking operator and the sensor.
+
+:class:`TaskPoller` decides after each poll whether the wait is over; :class:`PollOutcome` is how it
+ended, carried as a trigger event and turned into a return value or the right exception.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from enum import StrEnum
+from typing import Any
+
+from airflow.sdk.exceptions import AirflowFailException
+
+from airflow_provider_nanobanana.exceptions import (
+    ApixoError,
+    ApixoMalformedResponseError,
+    ApixoNotFoundError,
+    ApixoTaskFailedError,
+    ApixoWaitError,
+    ApixoWaitTimeoutError,
+)
+from airflow_provider_nanobanana.models import TaskState, TaskStatus, is_input_fail_code
+
+DEFAULT_MAX_CONSECUTIVE_ERRORS = 5
+# Airflow's own defer timeout fires this much after the trigger's deadline, so the trigger's
+# ``timeout`` event (with its message) always arrives first.
+DEFER_TIMEOUT_GRACE = timedelta(seconds=60)
+
+
+class OutcomeStatus(StrEnum):
+    """How a wait ended: the closed set of trigger event statuses."""
+
+    SUCCESS = "success"
+    FAILED = "failed"
+    ERROR = "error"
+    TIMEOUT = "timeout"
+
+
+@dataclass(frozen=True)
+class PollOutcome:
+    """The end of a wait. ``task`` is the last status read, when there was one."""
+
+    status: OutcomeStatus
+    task_id: str
+    model: str
+    message: str
+    task: TaskStatus | None = None
+
+    def to_event(self) -> dict[str, Any]:
+        """Trigger event payload: everything the resumed task needs (``defer`` kwargs may be dropped)."""
+        return {
+            "status": self.status.value,
+            "apixo_task_id": self.task_id,
+            "model": self.model,
+            "message": self.message,
+            "task": None if self.task is None else self.task.to_dict(),
+        }
+
+    @classmethod
+    def from_event(cls, event: Any) -> PollOutcome:
+        """Validate and read back a trigger event."""
+        if not isinstance(event, Mapping) or event.get("status") not in set(OutcomeStatus):
+            raise ApixoMalformedResponseError(f"Unexpected trigger event: {event!r:.300}")
+        task = event.get("task")
+        if task is None and event["status"] in (OutcomeStatus.SUCCESS, OutcomeStatus.FAILED):
+            raise ApixoMalformedResponseError(f"Trigger event without the task's status: {event!r:.300}")
+        return cls(
+            status=OutcomeStatus(event["status"]),
+            task_id=str(event["apixo_task_id"]),
+            model=str(event["model"]),
+            message=str(event.get("message", "")),
+            task=None if task is None else TaskStatus.from_dict(task),
+        )
+
+    def result(self) -> dict[str, Any]:
+        """The operator's return value on success; otherwise raise what Airflow should act on.
+
+        A failure caused by the input fails the Airflow task for good; a transient one raises
+        :class:`ApixoTaskFailedError`. A wait that ended without an outcome raises
+        :class:`ApixoWaitError` (:class:`ApixoWaitTimeoutError` for the deadline): the task may still
+        finish, so the caller decides whether a retry may submit again.
+        """
+        if self.status is OutcomeStatus.SUCCESS and self.task is not None:
+            return self.task.result()
+        if self.status is OutcomeStatus.FAILED and self.task is not None:
+            error = ApixoTaskFailedError(self.task_id, self.task.fail_code, self.task.fail_message)
+            if is_input_fail_code(self.task.fail_code):
+                raise AirflowFailException(f"{error} (caused by the input: retrying cannot help)") from error
+            raise error
+        if self.status is OutcomeStatus.TIMEOUT:
+            raise ApixoWaitTimeoutError(self.task_id, self.message)
+        raise ApixoWaitError(self.task_id, self.message)
+
+
+@dataclass
+class TaskPoller:
+    """Bookkeeping of one wait: wall-clock deadline, state changes, consecutive failed polls.
+
+    The deadline is a Unix time so it survives a trigger moving to another triggerer process.
+    """
+
+    model: str
+    task_id: str
+    deadline: float
+    max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS
+    log: logging.Logger | Any = field(default_factory=lambda: logging.getLogger(__name__))
+    _errors: int = field(default=0, init=False)
+    _state: TaskState | None = field(default=None, init=False)
+    _last: TaskStatus | None = field(default=None, init=False)
+
+    def sleep_time(self, delay: float) -> float:
+        """How long to sleep before the next poll: never past the deadline."""
+        return max(0.0, min(delay, self.deadline - time.time()))
+
+    def observe(self, answer: TaskStatus | ApixoError) -> PollOutcome | None:
+        """Account for one poll; return the outcome when the wait is over."""
+        outcome = self._on_error(answer) if isinstance(answer, ApixoError) else self._on_status(answer)
+        if outcome is None and time.time() >= self.deadline:
+            return self._end(OutcomeStatus.TIMEOUT, "did not finish before the deadline", self._last)
+        return outcome
+
+    def _on_status(self, status: TaskStatus) -> PollOutcome | None:
+        self._errors = 0
+        self.log.debug("APIXO task %s is %s", self.task_id, status.state.value)
+        if status.state != self._state:
+            self.log.info("APIXO task %s is now %s", self.task_id, status.state.value)
+            self._state = status.state
+        self._last = status
+        if status.state is TaskState.SUCCESS:
+            return self._end(OutcomeStatus.SUCCESS, f"produced {len(status.result_urls)} image(s)", status)
+        if status.state is TaskState.FAILED:
+            return self._end(
+                OutcomeStatus.FAILED, f"failed with {status.fail_code}: {status.fail_message}", status
+            )
+        return None
+
+    def _on_error(self, error: ApixoError) -> PollOutcome | None:
+        # A task read right after submission may not be visible yet, and a garbled answer may be a
+        # proxy's: both count towards the budget like network errors rather than end the wait.
+        tolerated = error.transient or isinstance(error, ApixoNotFoundError | ApixoMalformedResponseError)
+        self._errors += 1
+        if tolerated and self._errors < self.max_consecutive_errors:
+            self.log.warning(
+                "Polling APIXO task %s failed (%d of %d tolerated in a row): %s",
+                self.task_id,
+                self._errors,
+                self.max_consecutive_errors - 1,
+                error,
+            )
+            return None
+        return self._end(OutcomeStatus.ERROR, f"could not be polled: {error}", self._last)
+
+    def _end(self, status: OutcomeStatus, detail: str, task: TaskStatus | None) -> PollOutcome:
+        message = f"APIXO task {self.task_id} ({self.model}) {detail}"
+        return PollOutcome(status, self.task_id, self.model, message, task)

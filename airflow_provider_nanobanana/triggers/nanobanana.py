@@ -1,0 +1,79 @@
+"""NanoBananaTaskTrigger: waits for an APIXO task in the triggerer, without holding a worker slot."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_provider_nanobanana.hooks.apixo import ApixoHook
+from airflow_provider_nanobanana.models import DEFAULT_POLL_INTERVAL, NANO_BANANA
+from airflow_provider_nanobanana.polling import DEFAULT_MAX_CONSECUTIVE_ERRORS
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+
+class NanoBananaTaskTrigger(BaseTrigger):
+    """Poll one APIXO task until it ends; yield exactly one event.
+
+    It only reads: submitting happens on the worker, so running this trigger twice is harmless.
+    Its kwargs hold ids and settings; the API key is looked up from the connection at run time.
+
+    :param apixo_task_id: the task to wait for.
+    :param end_time: Unix time at which to give up with a ``timeout`` event.
+    :param model: the model the task was created with.
+    :param apixo_conn_id: the ``apixo`` connection.
+    :param poll_interval: seconds between polls.
+    :param initial_delay: seconds before the first poll.
+    :param max_consecutive_errors: failed polls in a row that end the wait with an ``error`` event.
+    """
+
+    def __init__(
+        self,
+        *,
+        apixo_task_id: str,
+        end_time: float,
+        model: str = NANO_BANANA,
+        apixo_conn_id: str = ApixoHook.default_conn_name,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        initial_delay: float = 0.0,
+        max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS,
+    ) -> None:
+        super().__init__()
+        self.apixo_task_id = apixo_task_id
+        self.end_time = end_time
+        self.model = model
+        self.apixo_conn_id = apixo_conn_id
+        self.poll_interval = poll_interval
+        self.initial_delay = initial_delay
+        self.max_consecutive_errors = max_consecutive_errors
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "apixo_task_id": self.apixo_task_id,
+                "end_time": self.end_time,
+                "model": self.model,
+                "apixo_conn_id": self.apixo_conn_id,
+                "poll_interval": self.poll_interval,
+                "initial_delay": self.initial_delay,
+                "max_consecutive_errors": self.max_consecutive_errors,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        hook = ApixoHook(self.apixo_conn_id)
+        try:
+            outcome = await hook.await_task(
+                self.model,
+                self.apixo_task_id,
+                initial_delay=self.initial_delay,
+                poll_interval=self.poll_interval,
+                deadline=self.end_time,
+                max_consecutive_errors=self.max_consecutive_errors,
+            )
+        finally:
+            await hook.aclose()
+        yield TriggerEvent(outcome.to_event())

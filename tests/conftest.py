@@ -1,0 +1,83 @@
+"""Shared test set-up: a private Airflow home on SQLite, and the APIXO emulator over loopback HTTP.
+
+Airflow reads its configuration at import, so the environment is set before anything imports it.
+Two DAG bundles are configured: the shipped ``example_dags/`` and the tests' own ``tests/dags/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="nanobanana-tests-"))
+# A key that occurs nowhere else, so a leak check can search every output for it.
+TEST_API_KEY = "sk-apixo-test-7c1d2e9f4b8a"
+
+
+def _bundle(name: str, path: Path) -> dict[str, object]:
+    classpath = "airflow.dag_processing.bundles.local.LocalDagBundle"
+    return {"name": name, "classpath": classpath, "kwargs": {"path": str(path)}}
+
+
+os.environ.update(
+    {
+        "AIRFLOW_HOME": str(AIRFLOW_HOME),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{AIRFLOW_HOME}/airflow.db",
+        "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps(
+            [
+                _bundle("provider_examples", ROOT / "example_dags"),
+                _bundle("test_dags", ROOT / "tests" / "dags"),
+            ]
+        ),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "example_dags"),
+        "NANOBANANA_OUTPUT_DIR": str(AIRFLOW_HOME / "output"),
+    }
+)
+
+from airflow_provider_nanobanana.emulator import EmulatorServer, EmulatorSettings  # noqa: E402
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+
+def apixo_connection(base_url: str, api_key: str = TEST_API_KEY, **extra: object) -> str:
+    """An ``AIRFLOW_CONN_*`` value for the emulator."""
+    conn: dict[str, object] = {"conn_type": "apixo", "host": base_url, "password": api_key}
+    if extra:
+        conn["extra"] = extra
+    return json.dumps(conn)
+
+
+@pytest.fixture(scope="session")
+def emulator_server() -> Iterator[EmulatorServer]:
+    settings = EmulatorSettings(api_key=TEST_API_KEY, generation_seconds=0.6, pending_seconds=0.2)
+    with EmulatorServer(settings=settings) as server:
+        yield server
+
+
+@pytest.fixture
+def emulator(emulator_server: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[EmulatorServer]:
+    """The running emulator, reset, with ``apixo_default`` pointing at it."""
+    settings = emulator_server.emulator.settings
+    saved = (settings.generation_seconds, settings.pending_seconds, settings.latency_seconds)
+    emulator_server.emulator.reset()
+    monkeypatch.setenv("AIRFLOW_CONN_APIXO_DEFAULT", apixo_connection(emulator_server.base_url))
+    yield emulator_server
+    settings.generation_seconds, settings.pending_seconds, settings.latency_seconds = saved
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Path:
+    """A migrated SQLite metadata DB, made once per run."""
+    airflow = Path(sys.executable).parent / "airflow"
+    subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True, timeout=300)
+    return AIRFLOW_HOME

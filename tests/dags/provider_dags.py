@@ -1,0 +1,52 @@
+"""DAGs the tests run with ``dag.test()``: each way of waiting, with the prompt taken from the run conf."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from airflow.sdk import DAG
+
+from airflow_provider_nanobanana.operators.nanobanana import NanoBananaGenerateOperator
+from airflow_provider_nanobanana.sensors.nanobanana import NanoBananaTaskSensor
+
+FAST = {"initial_delay": 0.2, "poll_interval": 0.2, "timeout": 30}
+TASK_ID_FROM_XCOM = "{{ ti.xcom_pull(task_ids='generate', key='apixo_task_id') }}"
+
+
+def _dag(dag_id: str) -> DAG:
+    return DAG(
+        dag_id=dag_id,
+        schedule=None,
+        start_date=datetime(2026, 1, 1),
+        catchup=False,
+        params={"prompt": "a lighthouse", "output_format": "png"},
+    )
+
+
+def _generate(**kwargs: object) -> NanoBananaGenerateOperator:
+    return NanoBananaGenerateOperator(
+        task_id="generate",
+        prompt="{{ params.prompt }}",
+        output_format="{{ params.output_format }}",
+        **{**FAST, **kwargs},  # type: ignore[arg-type]
+    )
+
+
+with _dag("test_generate_deferrable") as generate_deferrable:
+    _generate(deferrable=True)
+
+with _dag("test_generate_blocking") as generate_blocking:
+    _generate(deferrable=False)
+
+with _dag("test_generate_no_wait") as generate_no_wait:
+    _generate(wait_for_completion=False)
+
+with _dag("test_sensor_deferrable") as sensor_deferrable:
+    _generate(wait_for_completion=False) >> NanoBananaTaskSensor(
+        task_id="wait", apixo_task_id=TASK_ID_FROM_XCOM, poke_interval=0.2, timeout=30
+    )
+
+with _dag("test_sensor_poke") as sensor_poke:
+    _generate(wait_for_completion=False) >> NanoBananaTaskSensor(
+        task_id="wait", apixo_task_id=TASK_ID_FROM_XCOM, deferrable=False, poke_interval=0.2, timeout=30
+    )

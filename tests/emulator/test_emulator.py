@@ -1,0 +1,611 @@
+"""The APIXO emulator, exercised over real loopback HTTP as the provider will use it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import struct
+import threading
+import time
+import zlib
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest
+
+from airflow_provider_nanobanana.emulator import Emulator, EmulatorServer, EmulatorSettings, cli, create_app
+from airflow_provider_nanobanana.emulator.images import _BitWriter, image_size, render_jpeg, render_png
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+MODEL = "nano-banana"
+GENERATION = 0.3
+I2I = {"mode": "image-to-image", "prompt": "x"}
+PENDING = 0.1
+
+
+def t2i(prompt: str = "a watercolor fox", **extra: Any) -> dict[str, Any]:
+    """A valid text-to-image body; ``extra`` entries go into ``input``."""
+    return {"request_type": "async", "input": {"mode": "text-to-image", "prompt": prompt, **extra}}
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[EmulatorServer]:
+    settings = EmulatorSettings(generation_seconds=GENERATION, pending_seconds=PENDING)
+    with EmulatorServer(settings=settings) as running:
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def fresh(server: EmulatorServer) -> Iterator[None]:
+    server.emulator.reset()
+    yield
+    server.emulator.reset()
+    settings = server.emulator.settings
+    settings.api_key, settings.latency_seconds = "apixo-emulator-key", 0.0
+    settings.generation_seconds, settings.pending_seconds = GENERATION, PENDING
+
+
+@pytest.fixture
+def emulator(server: EmulatorServer) -> Emulator:
+    return server.emulator
+
+
+@pytest.fixture
+def api(server: EmulatorServer) -> Iterator[httpx.Client]:
+    headers = {"Authorization": f"Bearer {server.api_key}"}
+    with httpx.Client(base_url=server.base_url, headers=headers, trust_env=False, timeout=5.0) as client:
+        yield client
+
+
+@pytest.fixture
+def raw(server: EmulatorServer) -> Iterator[httpx.Client]:
+    """No auth header: downloads, admin calls, and auth failures."""
+    with httpx.Client(base_url=server.root_url, trust_env=False, timeout=5.0) as client:
+        yield client
+
+
+def submit(api: httpx.Client, body: dict[str, Any], model: str = MODEL) -> str:
+    answer = api.post(f"/generateTask/{model}", json=body)
+    assert answer.status_code == 200, answer.text
+    task_id: str = answer.json()["data"]["taskId"]
+    return task_id
+
+
+def status(api: httpx.Client, task_id: str, model: str = MODEL) -> httpx.Response:
+    return api.get(f"/statusTask/{model}", params={"taskId": task_id})
+
+
+def wait_terminal(api: httpx.Client, task_id: str, timeout: float = 3.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        data: dict[str, Any] = status(api, task_id).json()["data"]
+        if data["state"] in ("success", "failed"):
+            return data
+        time.sleep(0.02)
+    raise AssertionError(f"task {task_id} did not finish within {timeout} s")
+
+
+def result_url(data: dict[str, Any]) -> str:
+    assert isinstance(data["resultJson"], str)
+    urls = json.loads(data["resultJson"])["resultUrls"]
+    assert len(urls) == 1
+    url: str = urls[0]
+    return url
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert data[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+def png_pixels(data: bytes) -> bytes:
+    """The decompressed IDAT stream (one IDAT chunk, as the emulator writes)."""
+    length = struct.unpack(">I", data[33:37])[0]
+    assert data[37:41] == b"IDAT"
+    return zlib.decompress(data[41 : 41 + length])
+
+
+def jpeg_size(data: bytes) -> tuple[int, int]:
+    """Walk the marker segments to SOF0 (baseline) and read its dimensions."""
+    assert data[:2] == b"\xff\xd8" and data[-2:] == b"\xff\xd9"
+    index = 2
+    while index < len(data):
+        assert data[index] == 0xFF
+        marker = data[index + 1]
+        (length,) = struct.unpack(">H", data[index + 2 : index + 4])
+        if marker == 0xC0:
+            height, width = struct.unpack(">HH", data[index + 5 : index + 9])
+            return width, height
+        assert marker not in (0xC1, 0xC2, 0xDA), "not baseline, or SOF missing before the scan"
+        index += 2 + length
+    raise AssertionError("no SOF0 segment")
+
+
+# --- authentication -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer wrong-key"},
+        {"Authorization": "Basic apixo-emulator-key"},
+        {"Authorization": "Bearer"},
+    ],
+    ids=["missing", "wrong", "not-bearer", "empty"],
+)
+def test_bad_or_missing_key_is_401(
+    server: EmulatorServer, emulator: Emulator, headers: dict[str, str]
+) -> None:
+    with httpx.Client(base_url=server.base_url, headers=headers, trust_env=False) as client:
+        submitted = client.post(f"/generateTask/{MODEL}", json=t2i())
+        polled = client.get(f"/statusTask/{MODEL}", params={"taskId": "task_x"})
+        balance = client.get("/apikeys/current-balance")
+    for answer in (submitted, polled, balance):
+        assert answer.status_code == 401
+        assert answer.json() == {"code": 401, "message": "Invalid or missing API key"}
+    assert emulator.submissions() == 0
+
+
+def test_any_key_mode_accepts_any_non_empty_token(server: EmulatorServer, emulator: Emulator) -> None:
+    emulator.settings.api_key = None
+    with httpx.Client(base_url=server.base_url, trust_env=False) as client:
+        ok = client.get("/apikeys/current-balance", headers={"Authorization": "Bearer whatever"})
+        empty = client.get("/apikeys/current-balance", headers={"Authorization": "Bearer"})
+    assert (ok.status_code, empty.status_code) == (200, 401)
+
+
+def test_the_key_is_never_echoed(
+    server: EmulatorServer, api: httpx.Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    bodies = [api.post(f"/generateTask/{MODEL}", json=t2i()).text, api.get("/nope").text]
+    bodies.append(httpx.get(server.base_url + "/statusTask/x", trust_env=False).text)
+    bodies.append(httpx.get(server.root_url + "/_emulator/settings", trust_env=False).text)
+    assert all(server.api_key not in body for body in bodies)
+    assert server.api_key not in caplog.text
+
+
+# --- validation -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"input": {"mode": "text-to-image"}}, "Missing required field: input.prompt"),
+        ({"input": {"prompt": "x"}}, "Missing required field: input.mode"),
+        ({"request_type": "async"}, "Missing required field: input"),
+        ({"input": {"mode": "sketch", "prompt": "x"}}, "input.mode"),
+        ({"input": {"mode": "text-to-image", "prompt": ""}}, "input.prompt"),
+        ({"input": {"mode": "text-to-image", "prompt": "x" * 5001}}, "input.prompt"),
+        ({"request_type": "poll", "input": {"mode": "text-to-image", "prompt": "x"}}, "request_type"),
+        ({"request_type": "callback", "input": {"mode": "text-to-image", "prompt": "x"}}, "callback_url"),
+        ({"provider": "cheap", "input": {"mode": "text-to-image", "prompt": "x"}}, "provider"),
+        ({"input": {"mode": "image-to-image", "prompt": "x"}}, "Missing required field: input.image_urls"),
+        ({"input": {"mode": "image-to-image", "prompt": "x", "image_urls": []}}, "input.image_urls"),
+        (
+            {"input": {"mode": "image-to-image", "prompt": "x", "image_urls": ["https://a/b.png"] * 6}},
+            "image_urls",
+        ),
+        (
+            {"input": {"mode": "image-to-image", "prompt": "x", "image_urls": ["ftp://a/b.png"]}},
+            "image_urls[0]",
+        ),
+        ({"input": {"mode": "text-to-image", "prompt": "x", "aspect_ratio": "7:3"}}, "input.aspect_ratio"),
+        ({"input": {"mode": "text-to-image", "prompt": "x", "output_format": "webp"}}, "input.output_format"),
+        ([1, 2], "JSON object"),
+    ],
+)
+def test_invalid_body_is_400_naming_the_field(
+    api: httpx.Client, emulator: Emulator, body: Any, field: str
+) -> None:
+    answer = api.post(f"/generateTask/{MODEL}", json=body)
+    assert answer.status_code == 400
+    payload = answer.json()
+    assert (payload["code"], payload["message"]) == (400, "Invalid request")
+    assert field in payload["data"]["error"]
+    assert emulator.submissions() == 0
+
+
+def test_non_json_body_is_400(api: httpx.Client) -> None:
+    answer = api.post(
+        f"/generateTask/{MODEL}", content=b"{not json", headers={"Content-Type": "application/json"}
+    )
+    assert answer.status_code == 400
+    assert answer.json()["data"]["error"] == "Request body must be valid JSON"
+
+
+def test_valid_variants_are_accepted(api: httpx.Client, emulator: Emulator) -> None:
+    callback = {
+        "request_type": "callback",
+        "callback_url": "https://example.com/hook",
+        "provider": "official",
+    }
+    submit(api, {**t2i(aspect_ratio="auto", output_format="jpeg"), **callback})
+    i2i = {"mode": "image-to-image", "prompt": "x", "image_urls": ["https://a/b.png"] * 5}
+    submit(api, {"input": i2i})
+    submit(api, {"input": {"anything": True}}, model="flux-2")
+    assert api.post("/generateTask/flux-2", json={"prompt": "x"}).status_code == 400
+    assert (emulator.submissions(), emulator.submissions(MODEL), emulator.submissions("flux-2")) == (3, 2, 1)
+
+
+def test_submit_answers_an_opaque_task_id_and_records_the_body(api: httpx.Client, emulator: Emulator) -> None:
+    answer = api.post(f"/generateTask/{MODEL}", json=t2i(aspect_ratio="16:9"))
+    payload = answer.json()
+    assert (payload["code"], payload["message"]) == (200, "success")
+    task_id = payload["data"]["taskId"]
+    assert task_id.startswith("task_") and len(task_id) >= 5 + 16
+    int(task_id[5:], 16)
+    [task] = emulator.tasks
+    assert (task.id, task.model, task.body["input"]["aspect_ratio"]) == (task_id, MODEL, "16:9")
+    assert abs(task.created_at - time.time()) < 5
+
+
+# --- state progression and results ---------------------------------------------------------------
+
+
+def test_state_progresses_pending_processing_success(api: httpx.Client) -> None:
+    task_id = submit(api, t2i())
+    seen: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        answer = status(api, task_id)
+        assert answer.status_code == 200
+        assert (answer.json()["code"], answer.json()["message"]) == (200, "success")
+        seen.append(answer.json()["data"])
+        if seen[-1]["state"] == "success":
+            break
+        time.sleep(0.02)
+    states = [data["state"] for data in seen]
+    assert states[0] == "pending" and "processing" in states and states[-1] == "success"
+    assert states == sorted(states, key=["pending", "processing", "success"].index)
+    for data in seen[:-1]:
+        assert set(data) == {"taskId", "state", "createTime"}
+    final = seen[-1]
+    assert final["taskId"] == task_id and isinstance(final["createTime"], int)
+    assert final["completeTime"] - final["createTime"] == final["costTime"] == int(GENERATION * 1000)
+    assert "failCode" not in final
+
+
+def test_png_result_is_a_real_png_sized_by_aspect_ratio(server: EmulatorServer, api: httpx.Client) -> None:
+    task_id = submit(api, t2i(aspect_ratio="16:9", output_format="png"))
+    url = result_url(wait_terminal(api, task_id))
+    assert url == f"{server.root_url}/files/{task_id}/0.png"
+    download = httpx.get(url, trust_env=False)
+    assert download.status_code == 200 and download.headers["content-type"] == "image/png"
+    assert png_size(download.content) == (512, 288)
+    assert len(png_pixels(download.content)) == 288 * (1 + 3 * 512)
+
+
+def test_jpeg_result_is_a_real_baseline_jpeg(server: EmulatorServer, api: httpx.Client) -> None:
+    task_id = submit(api, t2i(aspect_ratio="9:16", output_format="jpeg"))
+    url = result_url(wait_terminal(api, task_id))
+    assert url.endswith(f"/files/{task_id}/0.jpeg")
+    download = httpx.get(url, trust_env=False)
+    assert download.status_code == 200 and download.headers["content-type"] == "image/jpeg"
+    assert jpeg_size(download.content) == (288, 512)
+    alias = httpx.get(url.replace("0.jpeg", "0.jpg"), trust_env=False)
+    assert alias.content == download.content
+
+
+def test_auto_aspect_ratio_is_square_and_default_format_is_png(api: httpx.Client) -> None:
+    task_id = submit(api, t2i(aspect_ratio="auto"))
+    url = result_url(wait_terminal(api, task_id))
+    assert png_size(httpx.get(url, trust_env=False).content) == (512, 512)
+
+
+def test_files_are_404_when_unknown_or_not_ready(
+    server: EmulatorServer, api: httpx.Client, raw: httpx.Client
+) -> None:
+    task_id = submit(api, t2i())
+    assert raw.get(f"/files/{task_id}/0.png").status_code == 404
+    wait_terminal(api, task_id)
+    assert raw.get(f"/files/{task_id}/0.png").status_code == 200
+    assert raw.get(f"/files/{task_id}/0.jpeg").status_code == 404
+    assert raw.get("/files/task_unknown/0.png").status_code == 404
+
+
+def test_images_differ_per_task(api: httpx.Client, raw: httpx.Client) -> None:
+    first, second = submit(api, t2i("one")), submit(api, t2i("two"))
+    wait_terminal(api, first), wait_terminal(api, second)
+    assert raw.get(f"/files/{first}/0.png").content != raw.get(f"/files/{second}/0.png").content
+
+
+# --- faults -------------------------------------------------------------------------------------
+
+
+def test_fail_next_tasks_fails_exactly_count_tasks(api: httpx.Client, emulator: Emulator) -> None:
+    emulator.fail_next_tasks("CONTENT_VIOLATION", "blocked by policy", count=2)
+    task_ids = [submit(api, t2i()) for _ in range(3)]
+    results = [wait_terminal(api, task_id) for task_id in task_ids]
+    assert [r["state"] for r in results] == ["failed", "failed", "success"]
+    failed = results[0]
+    assert (failed["failCode"], failed["failMsg"]) == ("CONTENT_VIOLATION", "blocked by policy")
+    assert "resultJson" not in failed and failed["completeTime"] >= failed["createTime"]
+
+
+def test_prompt_marker_fails_the_task(api: httpx.Client) -> None:
+    failed = wait_terminal(api, submit(api, t2i("a fox [emulator:fail=NSFW_DETECTED]")))
+    assert (failed["state"], failed["failCode"]) == ("failed", "NSFW_DETECTED")
+    assert wait_terminal(api, submit(api, t2i("a fox")))["state"] == "success"
+
+
+def test_prompt_marker_sets_the_generation_time(api: httpx.Client, emulator: Emulator) -> None:
+    task_id = submit(api, t2i("slow [emulator:seconds=30]"))
+    time.sleep(GENERATION + 0.1)
+    assert status(api, task_id).json()["data"]["state"] == "processing"
+    assert emulator.tasks[0].generation_seconds == 30
+
+
+def test_injected_429_with_retry_after_then_normal(api: httpx.Client, emulator: Emulator) -> None:
+    emulator.inject_http_errors(429, times=2, endpoint="submit", retry_after=2)
+    for _ in range(2):
+        answer = api.post(f"/generateTask/{MODEL}", json=t2i())
+        assert answer.status_code == 429
+        assert answer.json() == {"code": 429, "message": "Rate limit exceeded"}
+        assert answer.headers["Retry-After"] == "2"
+    assert emulator.submissions() == 0
+    assert api.get("/apikeys/current-balance").status_code == 200
+    task_id = submit(api, t2i())
+    assert status(api, task_id).status_code == 200
+    assert emulator.submissions() == 1
+
+
+def test_injected_500_on_status_counts_down(api: httpx.Client, emulator: Emulator) -> None:
+    task_id = submit(api, t2i())
+    emulator.inject_http_errors(500, times=2, endpoint="status")
+    codes = [status(api, task_id).status_code for _ in range(3)]
+    assert codes == [500, 500, 200]
+    assert api.post(f"/generateTask/{MODEL}", json=t2i()).status_code == 200
+
+
+def test_injected_503_on_any_endpoint(api: httpx.Client, emulator: Emulator) -> None:
+    emulator.inject_http_errors(503, times=1, retry_after=0.5)
+    answer = api.get("/apikeys/current-balance")
+    assert answer.status_code == 503 and answer.json()["code"] == 503
+    assert answer.headers["Retry-After"] == "0.5"
+    assert "Retry-After" not in api.get("/apikeys/current-balance").headers
+
+
+def test_fault_arguments_are_checked(emulator: Emulator) -> None:
+    with pytest.raises(ValueError, match="status"):
+        emulator.inject_http_errors(200, times=1)
+    with pytest.raises(ValueError, match="endpoint"):
+        emulator.inject_http_errors(500, times=1, endpoint="download")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="count"):
+        emulator.fail_next_tasks("X", count=0)
+
+
+def test_latency_creates_the_task_before_the_late_answer(server: EmulatorServer, emulator: Emulator) -> None:
+    emulator.settings.latency_seconds = 0.5
+    headers = {"Authorization": f"Bearer {server.api_key}"}
+    with httpx.Client(base_url=server.base_url, headers=headers, trust_env=False, timeout=0.15) as client:
+        started = time.monotonic()
+        with pytest.raises(httpx.ReadTimeout):
+            client.post(f"/generateTask/{MODEL}", json=t2i())
+        assert time.monotonic() - started < 0.45
+    assert emulator.submissions() == 1
+
+
+def test_latency_delays_answers(api: httpx.Client, emulator: Emulator) -> None:
+    emulator.settings.latency_seconds = 0.2
+    started = time.monotonic()
+    assert api.get("/apikeys/current-balance").status_code == 200
+    assert time.monotonic() - started >= 0.2
+
+
+def test_pending_is_clamped_to_generation(api: httpx.Client, emulator: Emulator) -> None:
+    emulator.settings.pending_seconds = 5.0
+    task_id = submit(api, t2i())
+    assert emulator.tasks[0].pending_seconds == GENERATION
+    assert wait_terminal(api, task_id, timeout=2)["state"] == "success"
+
+
+# --- status errors and balance --------------------------------------------------------------------
+
+
+def test_status_404_for_unknown_id_and_wrong_model(api: httpx.Client) -> None:
+    task_id = submit(api, t2i())
+    for answer in (status(api, "task_00000000000000000000"), status(api, task_id, model="flux-2")):
+        assert answer.status_code == 404
+        assert answer.json() == {"code": 404, "message": "Task not found"}
+    assert status(api, task_id).status_code == 200
+
+
+def test_status_without_task_id_is_400(api: httpx.Client) -> None:
+    answer = api.get(f"/statusTask/{MODEL}")
+    assert answer.status_code == 400
+    assert "taskId" in answer.json()["data"]["error"]
+
+
+def test_balance(api: httpx.Client) -> None:
+    answer = api.get("/apikeys/current-balance")
+    assert answer.status_code == 200
+    assert answer.json() == {"code": 200, "message": "success", "data": {"balance": 1000.0}}
+
+
+def test_request_log_covers_api_calls_only(api: httpx.Client, raw: httpx.Client, emulator: Emulator) -> None:
+    task_id = submit(api, t2i())
+    status(api, task_id)
+    status(api, task_id)
+    raw.get("/_emulator/health")
+    raw.get(f"/files/{task_id}/0.png")
+    assert emulator.requests == [
+        ("POST", f"/api/v1/generateTask/{MODEL}"),
+        ("GET", f"/api/v1/statusTask/{MODEL}"),
+        ("GET", f"/api/v1/statusTask/{MODEL}"),
+    ]
+    assert emulator.request_count("get", "/api/v1/statusTask") == 2
+    assert emulator.request_count(method="POST") == 1
+    assert emulator.request_count() == 3
+
+
+# --- admin ----------------------------------------------------------------------------------------
+
+
+def test_admin_health_tasks_and_reset(api: httpx.Client, raw: httpx.Client, emulator: Emulator) -> None:
+    assert raw.get("/_emulator/health").json() == {"status": "ok"}
+    task_id = submit(api, {**t2i(), "request_type": "callback", "callback_url": "http://127.0.0.1:9/hook"})
+    [listed] = raw.get("/_emulator/tasks").json()["tasks"]
+    assert listed == {
+        "id": task_id,
+        "model": MODEL,
+        "state": "pending",
+        "request_type": "callback",
+        "callback_url": "http://127.0.0.1:9/hook",
+    }
+    assert raw.post("/_emulator/reset").status_code == 200
+    assert raw.get("/_emulator/tasks").json() == {"tasks": []}
+    assert emulator.requests == []
+
+
+def test_admin_faults(api: httpx.Client, raw: httpx.Client) -> None:
+    faults = {
+        "fail_next_tasks": {"fail_code": "MODEL_UNAVAILABLE", "fail_msg": "down", "count": 1},
+        "http_errors": {"status": 429, "times": 1, "endpoint": "submit", "retry_after": 1},
+    }
+    assert raw.post("/_emulator/faults", json=faults).status_code == 200
+    throttled = api.post(f"/generateTask/{MODEL}", json=t2i())
+    assert (throttled.status_code, throttled.headers["Retry-After"]) == (429, "1")
+    failed = wait_terminal(api, submit(api, t2i()))
+    assert (failed["state"], failed["failCode"], failed["failMsg"]) == ("failed", "MODEL_UNAVAILABLE", "down")
+    assert raw.post("/_emulator/faults", json={"http_errors": {"status": 200, "times": 1}}).status_code == 422
+    assert raw.post("/_emulator/faults", json={"typo": {}}).status_code == 422
+
+
+def test_admin_settings(raw: httpx.Client, emulator: Emulator) -> None:
+    answer = raw.patch("/_emulator/settings", json={"generation_seconds": 0.05, "latency_seconds": 0.01})
+    assert answer.status_code == 200
+    assert answer.json()["generation_seconds"] == 0.05
+    assert "api_key" not in answer.json()
+    assert (emulator.settings.generation_seconds, emulator.settings.latency_seconds) == (0.05, 0.01)
+    assert raw.patch("/_emulator/settings", json={"latency_seconds": -1}).status_code == 422
+
+
+# --- callbacks ----------------------------------------------------------------------------------
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    received: list[dict[str, Any]] = []  # noqa: RUF012 - class-level sink shared with the test
+
+    def do_POST(self) -> None:
+        length = int(self.headers["Content-Length"])
+        self.received.append(json.loads(self.rfile.read(length)))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_callback_is_posted_once_to_loopback_only(api: httpx.Client, emulator: Emulator) -> None:
+    _Receiver.received = []
+    receiver = HTTPServer(("127.0.0.1", 0), _Receiver)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    try:
+        local = f"http://127.0.0.1:{receiver.server_address[1]}/hook?secret=s"
+        task_id = submit(api, {**t2i(), "request_type": "callback", "callback_url": local})
+        remote_id = submit(
+            api, {**t2i(), "request_type": "callback", "callback_url": "https://example.com/h"}
+        )
+        deadline = time.monotonic() + 3
+        while len(emulator.callbacks) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.2)
+    finally:
+        receiver.shutdown()
+        receiver.server_close()
+    records = {record.task_id: record for record in emulator.callbacks}
+    assert len(emulator.callbacks) == 2
+    assert records[task_id].status_code == 200
+    assert records[remote_id].status_code is None and "loopback" in (records[remote_id].error or "")
+    [payload] = _Receiver.received
+    assert payload["code"] == 200 and payload["data"]["taskId"] == task_id
+    assert payload["data"]["state"] == "success" and isinstance(payload["data"]["resultJson"], str)
+
+
+# --- images, server and CLI -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ratio", "size"), [("1:1", (512, 512)), ("4:5", (410, 512)), ("21:9", (512, 219)), ("x", (512, 512))]
+)
+def test_image_size(ratio: str, size: tuple[int, int]) -> None:
+    assert image_size(ratio) == size
+
+
+@pytest.mark.parametrize(("width", "height"), [(1, 1), (7, 9), (17, 8), (100, 3)])
+def test_renderers_handle_odd_sizes(width: int, height: int) -> None:
+    assert png_size(render_png(width, height, "s")) == (width, height)
+    assert jpeg_size(render_jpeg(width, height, "s")) == (width, height)
+
+
+def test_jpeg_bit_writer_stuffs_ff_bytes() -> None:
+    writer = _BitWriter()
+    writer.write(0b1111, 4)
+    writer.write(0xFF, 8)
+    writer.write(0b1, 1)
+    assert writer.flush() == b"\xff\x00\xff\x00"
+
+
+def test_create_app_serves_the_given_emulator() -> None:
+    emulator = Emulator(EmulatorSettings(api_key="k"))
+    app = create_app(emulator)
+    assert any(getattr(route, "path", "") == "/api/v1/generateTask/{model}" for route in app.routes)
+
+
+def test_server_exposes_urls_and_stops(emulator: Emulator) -> None:
+    with EmulatorServer(settings=EmulatorSettings(api_key=None)) as other:
+        assert other.base_url == f"http://127.0.0.1:{other.port}/api/v1" and other.port > 0
+        assert other.api_key
+        assert httpx.get(other.root_url + "/_emulator/health", trust_env=False).status_code == 200
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(other.root_url + "/_emulator/health", trust_env=False)
+
+
+def test_cli_parser_defaults_and_flags() -> None:
+    parser = cli.build_parser()
+    defaults = parser.parse_args([])
+    assert (defaults.host, defaults.port, defaults.api_key, defaults.any_key) == (
+        "127.0.0.1",
+        8089,
+        "apixo-emulator-key",
+        False,
+    )
+    args = parser.parse_args(
+        ["--port", "0", "--any-key", "--generation-seconds", "1.5", "--latency-seconds", "2"]
+    )
+    settings = cli.settings_from_args(args)
+    assert (settings.api_key, settings.generation_seconds, settings.latency_seconds) == (None, 1.5, 2.0)
+    assert cli.settings_from_args(parser.parse_args(["--api-key", "k"])).api_key == "k"
+    for bad in (["--api-key", "k", "--any-key"], ["--latency-seconds", "-1"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(bad)
+
+
+def test_cli_main_prints_the_connection(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(cli, "_wait_for_stop", lambda: None)
+    assert cli.main(["--port", "0", "--api-key", "secret-k"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("APIXO emulator serving at http://127.0.0.1:") and out[0].endswith("/api/v1")
+    prefix = "export AIRFLOW_CONN_APIXO_DEFAULT='"
+    assert out[1].startswith(prefix) and out[1].endswith("'")
+    conn = json.loads(out[1][len(prefix) : -1])
+    assert conn == {"conn_type": "apixo", "host": out[0].rsplit(" ", 1)[1], "password": "secret-k"}
+
+
+def test_stop_is_not_held_up_by_injected_latency() -> None:
+    server = EmulatorServer(settings=EmulatorSettings(latency_seconds=30)).start()
+    headers = {"Authorization": f"Bearer {server.api_key}"}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.get(server.base_url + "/apikeys/current-balance", headers=headers, timeout=0.1, trust_env=False)
+    started = time.monotonic()
+    server.stop()
+    assert time.monotonic() - started < 1.5

@@ -1,0 +1,233 @@
+"""NanoBananaGenerateOperator: validation before HTTP, submission, deferral, and the failure taxonomy."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
+
+from airflow_provider_nanobanana.exceptions import ApixoTaskFailedError
+from airflow_provider_nanobanana.operators.nanobanana import NanoBananaGenerateOperator
+from airflow_provider_nanobanana.triggers.nanobanana import NanoBananaTaskTrigger
+
+if TYPE_CHECKING:
+    from airflow_provider_nanobanana.emulator import EmulatorServer
+
+
+class FakeTaskInstance:
+    def __init__(self) -> None:
+        self.xcom: dict[str, Any] = {}
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.xcom[key] = value
+
+
+def make_operator(**kwargs: Any) -> NanoBananaGenerateOperator:
+    options = {"prompt": "a lighthouse", "initial_delay": 0.1, "poll_interval": 0.1, "timeout": 20, **kwargs}
+    return NanoBananaGenerateOperator(task_id="generate", **options)
+
+
+def execute(operator: NanoBananaGenerateOperator) -> tuple[Any, FakeTaskInstance]:
+    ti = FakeTaskInstance()
+    return operator.execute({"ti": ti}), ti  # type: ignore[arg-type]
+
+
+def event(status: str, task: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    return {
+        "status": status,
+        "apixo_task_id": "task_1",
+        "model": "nano-banana",
+        "message": "m",
+        "task": task,
+        **extra,
+    }
+
+
+def task_dict(state: str, fail_code: str | None = None) -> dict[str, Any]:
+    return {
+        "apixo_task_id": "task_1",
+        "state": state,
+        "result_urls": ["https://cdn.example/a.png"] if state == "success" else [],
+        "create_time": 1,
+        "complete_time": 2,
+        "cost_time": 1,
+        "fail_code": fail_code,
+        "fail_message": "why" if fail_code else None,
+    }
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"prompt": ""}, "prompt"),
+        ({"prompt": "   "}, "prompt"),
+        ({"prompt": "x" * 5001}, "prompt"),
+        ({"image_urls": [f"https://img.example/{i}.png" for i in range(6)]}, "image_urls"),
+        ({"image_urls": ["ftp://img.example/a.png"]}, "image_urls[0]"),
+        ({"image_urls": ["not a url"]}, "image_urls[0]"),
+        ({"image_urls": "https://img.example/a.png"}, "image_urls"),
+        ({"aspect_ratio": "7:5"}, "aspect_ratio"),
+        ({"output_format": "gif"}, "output_format"),
+        ({"provider": "cheapest"}, "provider"),
+        ({"mode": "image-to-image"}, "mode"),
+        ({"mode": "text-to-image", "image_urls": ["https://img.example/a.png"]}, "mode"),
+        ({"mode": "sketch"}, "mode"),
+        ({"request_type": "callback"}, "callback_url"),
+        ({"request_type": "async", "callback_url": "https://hooks.example/x"}, "callback_url"),
+        ({"callback_url": "hooks.example/x"}, "callback_url"),
+        ({"request_type": "webhook"}, "request_type"),
+    ],
+)
+def test_bad_input_fails_before_any_request(
+    kwargs: dict[str, Any], field: str, emulator: EmulatorServer
+) -> None:
+    with pytest.raises(AirflowFailException) as raised:
+        execute(make_operator(**kwargs))
+
+    assert str(raised.value).startswith(f"Invalid {field}: ")
+
+    assert emulator.emulator.requests == []
+
+
+def test_deferrable_submits_pushes_the_id_then_defers(emulator: EmulatorServer) -> None:
+    before = time.time()
+    with pytest.raises(TaskDeferred) as deferred:
+        execute(operator := make_operator(timeout=120))
+    task = emulator.emulator.tasks[0]
+
+    trigger = deferred.value.trigger
+    assert isinstance(trigger, NanoBananaTaskTrigger)
+    assert trigger.apixo_task_id == task.task_id
+    assert before + 120 <= trigger.end_time <= time.time() + 120
+    assert deferred.value.timeout is not None and deferred.value.timeout.total_seconds() > 120
+    assert deferred.value.method_name == operator.execute_complete.__name__
+    assert task.body == {
+        "request_type": "async",
+        "provider": "auto",
+        "input": {
+            "mode": "text-to-image",
+            "prompt": "a lighthouse",
+            "aspect_ratio": "1:1",
+            "output_format": "png",
+        },
+    }
+
+
+def test_id_is_in_xcom_before_the_wait(emulator: EmulatorServer) -> None:
+    ti = FakeTaskInstance()
+    with pytest.raises(TaskDeferred):
+        make_operator().execute({"ti": ti})  # type: ignore[arg-type]
+
+    assert ti.xcom == {"apixo_task_id": emulator.emulator.tasks[0].task_id}
+
+
+def test_image_to_image_with_callback(emulator: EmulatorServer) -> None:
+    urls = ["https://img.example/a.png", "https://img.example/b.webp"]
+    operator = make_operator(
+        image_urls=urls,
+        callback_url="https://hooks.example/apixo",
+        provider="official",
+        wait_for_completion=False,
+    )
+
+    task_id, _ = execute(operator)
+
+    body = emulator.emulator.tasks[0].body
+    assert task_id == emulator.emulator.tasks[0].task_id
+    assert body["request_type"] == "callback"
+    assert body["callback_url"] == "https://hooks.example/apixo"
+    assert body["provider"] == "official"
+    assert body["input"]["mode"] == "image-to-image"
+    assert body["input"]["image_urls"] == urls
+
+
+def test_blocking_polls_to_the_result(emulator: EmulatorServer) -> None:
+    result, ti = execute(make_operator(deferrable=False))
+
+    assert result["state"] == "success"
+    assert result["apixo_task_id"] == ti.xcom["apixo_task_id"]
+    assert emulator.emulator.request_count("GET") >= 2
+
+
+def test_blocking_input_caused_failure_is_final(emulator: EmulatorServer) -> None:
+    emulator.emulator.fail_next_tasks("CONTENT_VIOLATION", "blocked by policy")
+
+    with pytest.raises(AirflowFailException, match="CONTENT_VIOLATION: blocked by policy"):
+        execute(make_operator(deferrable=False))
+
+
+def test_lost_submission_answer_is_not_resent(emulator: EmulatorServer) -> None:
+    emulator.emulator.settings.latency_seconds = 1.0
+    operator = make_operator()
+    operator.hook.timeout = 0.3
+
+    with pytest.raises(AirflowFailException, match="not resent"):
+        execute(operator)
+
+    assert emulator.emulator.submissions() == 1
+
+
+def test_rejected_request_is_final(emulator: EmulatorServer) -> None:
+    emulator.emulator.inject_http_errors(400, times=1, endpoint="submit")
+
+    with pytest.raises(AirflowFailException, match="400"):
+        execute(make_operator())
+
+
+def test_success_event_returns_the_result() -> None:
+    result = make_operator().execute_complete({}, event("success", task_dict("success")))  # type: ignore[arg-type]
+
+    assert result == {
+        "apixo_task_id": "task_1",
+        "state": "success",
+        "result_urls": ["https://cdn.example/a.png"],
+        "create_time": 1,
+        "complete_time": 2,
+        "cost_time": 1,
+    }
+
+
+@pytest.mark.parametrize(
+    "code", ["NSFW_DETECTED", "INVALID_IMAGE_URL", "PromptLengthExceeded", "INSUFFICIENT_CREDITS"]
+)
+def test_input_caused_fail_codes_fail_for_good(code: str) -> None:
+    with pytest.raises(AirflowFailException, match=code):
+        make_operator().execute_complete({}, event("failed", task_dict("failed", code)))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "code", ["GENERATION_FAILED", "MODEL_UNAVAILABLE", "PROCESSING_TIMEOUT", "SOMETHING_NEW"]
+)
+def test_transient_fail_codes_are_retryable(code: str) -> None:
+    with pytest.raises(ApixoTaskFailedError, match=code) as raised:
+        make_operator().execute_complete({}, event("failed", task_dict("failed", code)))  # type: ignore[arg-type]
+
+    assert not isinstance(raised.value, AirflowFailException)
+
+
+@pytest.mark.parametrize("status", ["timeout", "error"])
+def test_wait_without_outcome_is_not_retried_into_a_second_payment(status: str) -> None:
+    with pytest.raises(AirflowFailException, match="NanoBananaTaskSensor\\(apixo_task_id='task_1'\\)"):
+        make_operator().execute_complete({}, event(status, task_dict("processing")))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "bad_event", [{}, {"status": "weird", "apixo_task_id": "t"}, event("success", None), "success"]
+)
+def test_malformed_event_is_an_error(bad_event: Any) -> None:
+    with pytest.raises(Exception, match="event"):
+        make_operator().execute_complete({}, bad_event)  # type: ignore[arg-type]
+
+
+def test_templated_fields() -> None:
+    assert set(NanoBananaGenerateOperator.template_fields) >= {
+        "prompt",
+        "image_urls",
+        "mode",
+        "aspect_ratio",
+        "output_format",
+        "provider",
+        "callback_url",
+    }

@@ -1,0 +1,96 @@
+"""The operator and the sensor inside a real Airflow: ``dag.test()`` on SQLite, emulator over loopback.
+
+With ``deferrable=True`` the trigger is serialised, rebuilt and run to its event by Airflow itself.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from airflow.models.xcom import XComModel
+from airflow.utils.session import create_session
+
+from tests.dags import provider_dags
+
+if TYPE_CHECKING:
+    from airflow.sdk import DAG
+
+    from airflow_provider_nanobanana.emulator import EmulatorServer
+
+pytestmark = pytest.mark.usefixtures("airflow_db")
+
+
+def run(dag: DAG, **conf: Any) -> tuple[str, dict[tuple[str, str], Any]]:
+    """Run the DAG once; return the run's state and its XComs by (task_id, key)."""
+    dag_run = dag.test(run_conf=conf or None)
+    with create_session() as session:
+        rows = session.query(XComModel).filter_by(dag_id=dag.dag_id, run_id=dag_run.run_id).all()
+        xcoms = {(row.task_id, row.key): row.value for row in rows}
+    return dag_run.state, xcoms
+
+
+def assert_generated(result: dict[str, Any], emulator: EmulatorServer, suffix: str = ".png") -> None:
+    assert result["state"] == "success"
+    assert result["apixo_task_id"] == emulator.emulator.tasks[0].task_id
+    assert len(result["result_urls"]) == 1 and result["result_urls"][0].endswith(suffix)
+    assert result["complete_time"] >= result["create_time"] > 0
+    assert set(result) == {
+        "apixo_task_id",
+        "state",
+        "result_urls",
+        "create_time",
+        "complete_time",
+        "cost_time",
+    }
+
+
+@pytest.mark.parametrize(
+    "dag", [provider_dags.generate_deferrable, provider_dags.generate_blocking], ids=["deferred", "blocking"]
+)
+def test_generate_waits_for_the_images(dag: DAG, emulator: EmulatorServer) -> None:
+    state, xcoms = run(dag, prompt="a red kite over dunes", output_format="jpeg")
+
+    assert state == "success"
+    assert_generated(xcoms[("generate", "return_value")], emulator, suffix=".jpeg")
+    assert xcoms[("generate", "apixo_task_id")] == emulator.emulator.tasks[0].task_id
+    assert emulator.emulator.submissions() == 1
+    assert emulator.emulator.tasks[0].input["prompt"] == "a red kite over dunes"
+    status_reads = emulator.emulator.request_count("GET", "/api/v1/statusTask/nano-banana")
+    assert status_reads >= 2  # polled through pending/processing to success
+
+
+def test_generate_without_waiting_returns_the_task_id(emulator: EmulatorServer) -> None:
+    state, xcoms = run(provider_dags.generate_no_wait)
+
+    assert state == "success"
+    task_id = emulator.emulator.tasks[0].task_id
+    assert xcoms[("generate", "return_value")] == task_id
+    assert xcoms[("generate", "apixo_task_id")] == task_id
+    assert emulator.emulator.request_count("GET") == 0
+
+
+@pytest.mark.parametrize(
+    "dag", [provider_dags.sensor_deferrable, provider_dags.sensor_poke], ids=["deferred", "poke"]
+)
+def test_sensor_waits_for_a_task_submitted_upstream(dag: DAG, emulator: EmulatorServer) -> None:
+    state, xcoms = run(dag)
+
+    assert state == "success"
+    assert_generated(xcoms[("wait", "return_value")], emulator)
+    assert emulator.emulator.submissions() == 1
+
+
+def test_input_caused_failure_fails_the_run(emulator: EmulatorServer) -> None:
+    state, xcoms = run(provider_dags.generate_deferrable, prompt="a cat [emulator:fail=NSFW_DETECTED]")
+
+    assert state == "failed"
+    assert ("generate", "return_value") not in xcoms
+    assert xcoms[("generate", "apixo_task_id")] == emulator.emulator.tasks[0].task_id
+
+
+def test_bad_input_fails_before_any_request(emulator: EmulatorServer) -> None:
+    state, _ = run(provider_dags.generate_blocking, output_format="gif")
+
+    assert state == "failed"
+    assert emulator.emulator.requests == []

@@ -1,0 +1,135 @@
+"""NanoBananaTaskTrigger: serialisation, and its generator run to its single event against the emulator."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from airflow_provider_nanobanana.triggers.nanobanana import NanoBananaTaskTrigger
+from tests.conftest import apixo_connection
+
+if TYPE_CHECKING:
+    import pytest
+    from airflow.triggers.base import TriggerEvent
+
+    from airflow_provider_nanobanana.emulator import EmulatorServer
+
+TRIGGER_PATH = "airflow_provider_nanobanana.triggers.nanobanana.NanoBananaTaskTrigger"
+
+
+def make_trigger(task_id: str, *, seconds_left: float = 20, **kwargs: object) -> NanoBananaTaskTrigger:
+    options = {"poll_interval": 0.1, "initial_delay": 0.0, **kwargs}
+    return NanoBananaTaskTrigger(apixo_task_id=task_id, end_time=time.time() + seconds_left, **options)  # type: ignore[arg-type]
+
+
+async def run_to_end(trigger: NanoBananaTaskTrigger) -> list[TriggerEvent]:
+    return [event async for event in trigger.run()]
+
+
+def submit(server: EmulatorServer, prompt: str = "a lighthouse") -> str:
+    from airflow_provider_nanobanana.hooks.apixo import ApixoHook
+
+    hook = ApixoHook()
+    try:
+        return hook.submit_task("nano-banana", {"mode": "text-to-image", "prompt": prompt})
+    finally:
+        hook.close()
+
+
+def test_serialize_round_trips_ids_and_settings_only() -> None:
+    trigger = NanoBananaTaskTrigger(
+        apixo_task_id="task_abc",
+        end_time=1_900_000_000.5,
+        model="nano-banana-pro",
+        apixo_conn_id="apixo_prod",
+        poll_interval=5.0,
+        initial_delay=10.0,
+        max_consecutive_errors=4,
+    )
+
+    path, kwargs = trigger.serialize()
+
+    assert path == TRIGGER_PATH
+    assert kwargs == {
+        "apixo_task_id": "task_abc",
+        "end_time": 1_900_000_000.5,
+        "model": "nano-banana-pro",
+        "apixo_conn_id": "apixo_prod",
+        "poll_interval": 5.0,
+        "initial_delay": 10.0,
+        "max_consecutive_errors": 4,
+    }
+    assert NanoBananaTaskTrigger(**kwargs).serialize() == (path, kwargs)
+
+
+async def test_success_yields_one_event_with_the_result(emulator: EmulatorServer) -> None:
+    task_id = submit(emulator)
+
+    events = await run_to_end(make_trigger(task_id))
+
+    assert len(events) == 1
+    event = events[0].payload
+    assert event["status"] == "success"
+    assert event["apixo_task_id"] == task_id
+    assert event["model"] == "nano-banana"
+    assert event["task"]["state"] == "success"
+    assert event["task"]["result_urls"][0].startswith(emulator.root_url)
+
+
+async def test_failed_task_yields_failed_event_with_fail_code(emulator: EmulatorServer) -> None:
+    emulator.emulator.fail_next_tasks("PROMPT_TOO_LONG", "prompt exceeds the limit")
+    task_id = submit(emulator)
+
+    (event,) = await run_to_end(make_trigger(task_id))
+
+    assert event.payload["status"] == "failed"
+    assert event.payload["task"]["fail_code"] == "PROMPT_TOO_LONG"
+    assert event.payload["task"]["fail_message"] == "prompt exceeds the limit"
+
+
+async def test_deadline_yields_timeout_before_the_task_ends(emulator: EmulatorServer) -> None:
+    emulator.emulator.settings.generation_seconds = 30
+    task_id = submit(emulator)
+    started = time.monotonic()
+
+    (event,) = await run_to_end(make_trigger(task_id, seconds_left=0.5))
+
+    assert event.payload["status"] == "timeout"
+    assert event.payload["task"]["state"] in ("pending", "processing")
+    assert time.monotonic() - started < 5
+
+
+async def test_rejected_key_yields_error_without_retrying(
+    emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    task_id = submit(emulator)
+    monkeypatch.setenv("AIRFLOW_CONN_APIXO_WRONG", apixo_connection(emulator.base_url, "sk-wrong-key"))
+    reads_before = emulator.emulator.request_count("GET")
+
+    (event,) = await run_to_end(make_trigger(task_id, apixo_conn_id="apixo_wrong"))
+
+    assert event.payload["status"] == "error"
+    assert "401" in event.payload["message"]
+    assert "sk-wrong-key" not in event.payload["message"]
+    assert emulator.emulator.request_count("GET") == reads_before + 1
+
+
+async def test_short_run_of_server_errors_is_tolerated(emulator: EmulatorServer) -> None:
+    task_id = submit(emulator)
+    emulator.emulator.inject_http_errors(500, times=2, endpoint="status")
+
+    (event,) = await run_to_end(make_trigger(task_id))
+
+    assert event.payload["status"] == "success"
+
+
+async def test_running_twice_only_reads(emulator: EmulatorServer) -> None:
+    """A trigger may run twice (triggerer restart): it must never submit anything."""
+    task_id = submit(emulator)
+
+    first = await run_to_end(make_trigger(task_id))
+    second = await run_to_end(make_trigger(task_id))
+
+    assert first[0].payload == second[0].payload
+    assert emulator.emulator.submissions() == 1
+    assert emulator.emulator.request_count("POST") == 1
