@@ -33,7 +33,9 @@ class ApixoApiError(ApixoError):
 
     hint: ClassVar[str] = ""
 
-    def __init__(self, status_code: int, message: str, detail: str | None = None) -> None:
+    def __init__(
+        self, status_code: int, message: str, detail: str | None = None, retry_after: float | None = None
+    ) -> None:
         text = f"APIXO answered {status_code} ({message})"
         if detail:
             text += f": {detail}"
@@ -43,6 +45,7 @@ class ApixoApiError(ApixoError):
         self.http_status = status_code
         self.api_message = message
         self.detail = detail
+        self.retry_after = retry_after
 
 
 class ApixoBadRequestError(ApixoApiError, AirflowFailException):
@@ -74,12 +77,6 @@ class ApixoRateLimitError(ApixoApiError):
 
     transient = True
     hint = "Retried with backoff; lower the number of concurrent tasks if this persists"
-
-    def __init__(
-        self, status_code: int, message: str, detail: str | None = None, retry_after: float | None = None
-    ) -> None:
-        super().__init__(status_code, message, detail)
-        self.retry_after = retry_after
 
 
 class ApixoServerError(ApixoApiError):

@@ -43,7 +43,9 @@ def main() -> None:
     with ExitStack() as stack:
         if api_key := os.environ.get("APIXO_API_KEY"):
             host = os.environ.get("APIXO_BASE_URL", "https://api.apixo.ai/api/v1")
-            env["AIRFLOW_CONN_APIXO_DEFAULT"] = json.dumps({"conn_type": "apixo", "host": host, "password": api_key})
+            env["AIRFLOW_CONN_APIXO_DEFAULT"] = json.dumps(
+                {"conn_type": "apixo", "host": host, "password": api_key}
+            )
             print(f"Using APIXO at {host} (APIXO_API_KEY is set).")
         elif "AIRFLOW_CONN_APIXO_DEFAULT" in os.environ:
             print("Using the connection in AIRFLOW_CONN_APIXO_DEFAULT.")

@@ -22,7 +22,6 @@ from airflow_provider_nanobanana.models import (
 __all__ = ["ASPECT_RATIOS", "validate_create_body"]
 
 
-
 def validate_create_body(model: str, body: Any) -> str | None:
     """The first problem with a create-task body, or None."""
     if not isinstance(body, dict):

@@ -28,6 +28,7 @@ from airflow_provider_nanobanana.exceptions import (
     ApixoAuthError,
     ApixoBadRequestError,
     ApixoError,
+    ApixoInputError,
     ApixoInsufficientBalanceError,
     ApixoMalformedResponseError,
     ApixoNotFoundError,
@@ -65,7 +66,7 @@ class RetryPolicy:
 
     def wait(self, state: RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None
-        if isinstance(error, ApixoRateLimitError) and error.retry_after is not None:
+        if isinstance(error, ApixoApiError) and error.retry_after is not None:
             return min(error.retry_after, self.max_wait)
         ceiling = min(self.max_wait, self.initial_wait * 2 ** (state.attempt_number - 1))
         return random.uniform(0, ceiling)
@@ -91,7 +92,7 @@ class ConnectionSettings:
             base_url=_base_url(conn.host, conn.port),
             api_key=conn.password,
             provider=check_choice("provider", extra.get("provider") or "auto", PROVIDERS),
-            timeout=float(timeout or extra.get("timeout") or DEFAULT_REQUEST_TIMEOUT),
+            timeout=_seconds("timeout", timeout or extra.get("timeout") or DEFAULT_REQUEST_TIMEOUT),
         )
 
     def client_options(self) -> dict[str, Any]:
@@ -103,6 +104,16 @@ class ConnectionSettings:
             },
             "timeout": httpx.Timeout(self.timeout),
         }
+
+
+def _seconds(field: str, value: Any) -> float:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = 0.0
+    if seconds <= 0:
+        raise ApixoInputError(field, f"must be a positive number of seconds; got {value!r}")
+    return seconds
 
 
 def _base_url(host: str | None, port: int | None) -> str:
@@ -197,6 +208,8 @@ class ApixoHook(BaseHook):
     ) -> str:
         """Create a task and return its id. Resent only when APIXO provably did not take it."""
         check_model_id(model)
+        if provider is not None:
+            check_choice("provider", provider, PROVIDERS)
         body = build_task_body(
             task_input, provider=provider or self.settings.provider, callback_url=callback_url
         )
@@ -286,9 +299,27 @@ class ApixoHook(BaseHook):
         return True, f"Connected to {base_url}: the API key is valid"
 
     def _probe_unknown_task(self) -> None:
-        path = f"/statusTask/{NANO_BANANA}"
+        """Read an unknown task with the key, then without: only APIXO refuses the second alone."""
+        path, params = f"/statusTask/{NANO_BANANA}", {"taskId": "connection-test"}
         with contextlib.suppress(ApixoNotFoundError, ApixoBadRequestError):
-            self._call("GET", path, what="Checking the key", attempts=1, params={"taskId": "connection-test"})
+            self._call("GET", path, what="Checking the key", attempts=1, params=params)
+        try:
+            self._call(
+                "GET",
+                path,
+                what="Checking the base URL",
+                attempts=1,
+                params=params,
+                headers={"Authorization": ""},
+            )
+        except ApixoAuthError:
+            return
+        except ApixoError:
+            pass
+        raise ApixoError(
+            f"{self.settings.base_url} does not answer like the APIXO API (it does not ask for an API key): "
+            "check the connection's base URL"
+        )
 
     # -- transport -------------------------------------------------------------------------------
 
@@ -358,6 +389,7 @@ def _transport_error(error: httpx.TransportError, method: str, what: str) -> Api
     return ApixoTransportError(f"{what}: request to {url} {kind} ({type(error).__name__}: {error})")
 
 
+# 5xx map to ApixoServerError; other codes without an entry to the base ApixoApiError.
 _ERRORS_BY_STATUS: dict[int, type[ApixoApiError]] = {
     400: ApixoBadRequestError,
     401: ApixoAuthError,
@@ -396,11 +428,8 @@ def _api_error(status: Any, envelope: Mapping[str, Any], response: httpx.Respons
     message = str(envelope.get("message") or response.reason_phrase or "error")
     data = envelope.get("data")
     detail = data.get("error") if isinstance(data, Mapping) else None
-    if status == 429:
-        return ApixoRateLimitError(status, message, detail, _retry_after(response))
-    if status >= 500:
-        return ApixoServerError(status, message, detail)
-    return _ERRORS_BY_STATUS.get(status, ApixoApiError)(status, message, detail)
+    error_class = ApixoServerError if status >= 500 else _ERRORS_BY_STATUS.get(status, ApixoApiError)
+    return error_class(status, message, detail, _retry_after(response))
 
 
 def _rejected(error: ApixoError) -> bool:

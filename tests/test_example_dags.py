@@ -1,0 +1,103 @@
+"""The shipped example DAGs parse, and run end to end with `dag.test()` against the emulator."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import pytest
+from airflow.dag_processing.dagbag import DagBag
+
+from tests.conftest import ROOT
+from tests.test_dag_runs import run
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from airflow_provider_nanobanana.emulator import EmulatorServer
+
+pytestmark = pytest.mark.usefixtures("airflow_db")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def dagbag() -> DagBag:
+    return DagBag(dag_folder=str(ROOT / "example_dags"))
+
+
+def test_every_example_parses(dagbag: DagBag) -> None:
+    assert dagbag.import_errors == {}
+    assert set(dagbag.dag_ids) == {
+        "example_nanobanana_text_to_image",
+        "example_nanobanana_image_to_image",
+        "example_nanobanana_sensor",
+        "example_nanobanana_publish",
+    }
+
+
+def test_text_to_image_saves_the_images(dagbag: DagBag, emulator: EmulatorServer) -> None:
+    state, xcoms = run(dagbag.dags["example_nanobanana_text_to_image"])
+
+    assert state == "success"
+    (path,) = xcoms[("save_images", "return_value")]
+    assert Path(path).parent == Path(os.environ["NANOBANANA_OUTPUT_DIR"]).resolve()
+    assert Path(path).read_bytes().startswith(PNG_SIGNATURE)
+    assert emulator.emulator.tasks[0].aspect_ratio == "16:9"
+
+
+def test_image_to_image_edits_the_first_result(dagbag: DagBag, emulator: EmulatorServer) -> None:
+    state, xcoms = run(dagbag.dags["example_nanobanana_image_to_image"])
+
+    assert state == "success"
+    _, edit = emulator.emulator.tasks
+    assert edit.input["mode"] == "image-to-image"
+    assert edit.input["image_urls"] == xcoms[("base_image", "return_value")]["result_urls"]
+    assert xcoms[("edit_image", "return_value")]["result_urls"][0].endswith(".jpeg")
+
+
+def test_sensor_example_waits_for_the_submitted_task(dagbag: DagBag, emulator: EmulatorServer) -> None:
+    state, xcoms = run(dagbag.dags["example_nanobanana_sensor"])
+
+    assert state == "success"
+    assert xcoms[("wait", "return_value")]["apixo_task_id"] == xcoms[("submit", "apixo_task_id")]
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    received: ClassVar[list[tuple[str, Any]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.received.append((self.path, json.loads(body)))
+        self.send_response(201)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def cms(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, Any]]]:
+    """A local stand-in for the CMS the publish example posts to."""
+    server = HTTPServer(("127.0.0.1", 0), _Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    connection = {"conn_type": "http", "host": "127.0.0.1", "port": server.server_port, "schema": "http"}
+    monkeypatch.setenv("AIRFLOW_CONN_CONTENT_PUBLISH", json.dumps(connection))
+    _Receiver.received = []
+    yield _Receiver.received
+    server.shutdown()
+
+
+def test_publish_posts_the_result_with_http_operator(
+    dagbag: DagBag, emulator: EmulatorServer, cms: list[tuple[str, Any]]
+) -> None:
+    state, xcoms = run(dagbag.dags["example_nanobanana_publish"])
+
+    assert state == "success"
+    ((path, body),) = cms
+    assert path == "/covers"
+    assert body["image"] == xcoms[("generate_cover", "return_value")]
+    assert body["date"] in emulator.emulator.tasks[0].prompt

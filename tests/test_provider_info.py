@@ -1,0 +1,65 @@
+"""Airflow discovers the provider: entry point, provider-info schema, connection form, `providers list`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from importlib import metadata, resources
+from pathlib import Path
+
+import jsonschema
+
+from airflow_provider_nanobanana import models
+from airflow_provider_nanobanana.get_provider_info import DEFAULT_BASE_URL, PROVIDERS, get_provider_info
+
+DISTRIBUTION = "airflow-provider-nanobanana"
+
+
+def test_entry_point_and_package_name_match_the_distribution() -> None:
+    (entry_point,) = [
+        ep for ep in metadata.entry_points(group="apache_airflow_provider") if ep.dist.name == DISTRIBUTION
+    ]  # type: ignore[union-attr]
+
+    assert entry_point.load() is get_provider_info
+    assert get_provider_info()["package-name"] == DISTRIBUTION
+
+
+def test_provider_info_matches_airflows_schema() -> None:
+    schema = json.loads((resources.files("airflow") / "provider_info.schema.json").read_text())
+
+    jsonschema.validate(get_provider_info(), schema)
+
+
+def test_connection_form() -> None:
+    (connection,) = get_provider_info()["connection-types"]
+    behaviour = connection["ui-field-behaviour"]
+
+    assert connection["connection-type"] == "apixo"
+    assert connection["hook-class-name"] == "airflow_provider_nanobanana.hooks.apixo.ApixoHook"
+    assert behaviour["relabeling"] == {"host": "Base URL", "password": "API key"}
+    assert behaviour["placeholders"]["host"] == models.DEFAULT_BASE_URL
+    assert {"schema", "login", "port", "extra"} <= set(behaviour["hidden-fields"])
+    assert connection["conn-fields"]["provider"]["schema"]["enum"] == list(models.PROVIDERS)
+    assert connection["conn-fields"]["timeout"]["schema"]["type"] == ["number", "null"]
+
+
+def test_literals_agree_with_the_api_module() -> None:
+    """get_provider_info must not import the package (Airflow loads it early); its copies must agree."""
+    assert DEFAULT_BASE_URL == models.DEFAULT_BASE_URL
+    assert tuple(PROVIDERS) == models.PROVIDERS
+
+
+def test_airflow_lists_the_provider_and_its_connection_type() -> None:
+    airflow = str(Path(sys.executable).parent / "airflow")
+
+    listed = subprocess.run(
+        [airflow, "providers", "list", "-o", "json"], capture_output=True, text=True, check=True
+    )
+    hooks = subprocess.run(
+        [airflow, "providers", "hooks", "-o", "json"], capture_output=True, text=True, check=True
+    )
+
+    assert DISTRIBUTION in {provider["package_name"] for provider in json.loads(listed.stdout)}
+    apixo = [hook for hook in json.loads(hooks.stdout) if hook["connection_type"] == "apixo"]
+    assert apixo and apixo[0]["class"] == "airflow_provider_nanobanana.hooks.apixo.ApixoHook"

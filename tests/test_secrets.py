@@ -1,0 +1,87 @@
+"""The API key never reaches a log line, XCom, trigger kwargs, rendered template, the DB or an error.
+
+Real runs with a distinctive key; afterwards every output is searched for it: captured stdout and
+stderr, log records, every file under the Airflow home (SQLite DB with XCom, rendered fields and
+trigger rows, task logs), the serialised trigger, and the text of each error raised.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import pytest
+from airflow.sdk.exceptions import TaskDeferred
+
+from airflow_provider_nanobanana.exceptions import ApixoError
+from airflow_provider_nanobanana.hooks.apixo import ApixoHook, RetryPolicy
+from airflow_provider_nanobanana.operators.nanobanana import NanoBananaGenerateOperator
+from tests.conftest import AIRFLOW_HOME, TEST_API_KEY, apixo_connection
+from tests.dags import provider_dags
+from tests.test_dag_runs import run
+
+if TYPE_CHECKING:
+    from airflow_provider_nanobanana.emulator import EmulatorServer
+
+WRONG_KEY = "sk-apixo-wrong-0a9b8c7d6e5f"
+
+
+def error_texts(emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Provoke the errors whose text could carry a key: rejected key, lost answer, unreachable host."""
+    monkeypatch.setenv("AIRFLOW_CONN_APIXO_WRONG", apixo_connection(emulator.base_url, WRONG_KEY))
+    monkeypatch.setenv("AIRFLOW_CONN_APIXO_DOWN", apixo_connection("http://127.0.0.1:9/api/v1"))
+    quick = RetryPolicy(max_attempts=2, initial_wait=0.01, max_wait=0.01)
+    texts = []
+    for conn_id, timeout in (("apixo_wrong", None), ("apixo_default", 0.2), ("apixo_down", None)):
+        hook = ApixoHook(conn_id, retry_policy=quick, timeout=timeout)
+        emulator.emulator.settings.latency_seconds = 0.5 if timeout else 0.0
+        with pytest.raises(ApixoError) as raised:
+            hook.submit_task("nano-banana", {"mode": "text-to-image", "prompt": "x"})
+        texts += [str(raised.value), repr(raised.value), str(raised.value.__cause__)]
+        texts.append(hook.test_connection()[1])
+        hook.close()
+    return texts
+
+
+@pytest.mark.usefixtures("airflow_db")
+def test_api_key_appears_nowhere(
+    emulator: EmulatorServer,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    for dag in (
+        provider_dags.generate_deferrable,
+        provider_dags.generate_blocking,
+        provider_dags.sensor_deferrable,
+    ):
+        assert run(dag)[0] == "success"
+    with pytest.raises(TaskDeferred) as deferred:
+        NanoBananaGenerateOperator(task_id="t", prompt="x").execute({"ti": _NoXCom()})  # type: ignore[arg-type]
+    texts = error_texts(emulator, monkeypatch)
+    out, err = capfd.readouterr()
+
+    places = {
+        "stdout": out,
+        "stderr": err,
+        "log records": caplog.text,
+        "trigger": repr(deferred.value.trigger) + repr(deferred.value.trigger.serialize()),
+        "errors": "\n".join(texts),
+        **{
+            str(path): path.read_bytes().decode("latin-1")
+            for path in AIRFLOW_HOME.rglob("*")
+            if path.is_file()
+        },
+    }
+    assert (
+        "Submitted APIXO nano-banana task" in places["stdout"] + places["log records"]
+    )  # logs were captured
+    assert any("xcom" in text.lower() for text in places.values())  # the DB was searched
+    for key in (TEST_API_KEY, WRONG_KEY):
+        assert [name for name, text in places.items() if key in text] == []
+
+
+class _NoXCom:
+    def xcom_push(self, key: str, value: object) -> None:
+        pass
