@@ -30,6 +30,9 @@ DEFAULT_MAX_CONSECUTIVE_ERRORS = 5
 # Airflow's own defer timeout fires this much after the trigger's deadline, so the trigger's
 # ``timeout`` event (with its message) always arrives first.
 DEFER_TIMEOUT_GRACE = timedelta(seconds=60)
+# A status read still running this long past the deadline is abandoned (APIXO is hanging), so that
+# the wait's own ``timeout`` outcome still comes before Airflow's defer timeout.
+READ_OVERRUN_SECONDS = DEFER_TIMEOUT_GRACE.total_seconds() / 2
 
 
 class OutcomeStatus(StrEnum):
@@ -116,6 +119,10 @@ class TaskPoller:
     def sleep_time(self, delay: float) -> float:
         """How long to sleep before the next poll: never past the deadline."""
         return max(0.0, min(delay, self.deadline - time.time()))
+
+    def read_budget(self) -> float:
+        """How long the next status read may take, retries included."""
+        return max(0.0, self.deadline - time.time()) + READ_OVERRUN_SECONDS
 
     def observe(self, answer: TaskStatus | ApixoError) -> PollOutcome | None:
         """Account for one poll; return the outcome when the wait is over."""

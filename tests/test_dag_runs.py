@@ -80,7 +80,9 @@ def test_generate_without_waiting_returns_the_task_id(emulator: EmulatorServer) 
 
 
 @pytest.mark.parametrize(
-    "dag", [provider_dags.sensor_deferrable, provider_dags.sensor_poke], ids=["deferred", "poke"]
+    "dag",
+    [provider_dags.sensor_deferrable, provider_dags.sensor_poke, provider_dags.sensor_reschedule],
+    ids=["deferred", "poke", "reschedule"],
 )
 def test_sensor_waits_for_a_task_submitted_upstream(dag: DAG, emulator: EmulatorServer) -> None:
     state, xcoms = run(dag)
@@ -88,6 +90,7 @@ def test_sensor_waits_for_a_task_submitted_upstream(dag: DAG, emulator: Emulator
     assert state == "success"
     assert_generated(xcoms[("wait", "return_value")], emulator)
     assert emulator.emulator.submissions() == 1
+    assert emulator.emulator.request_count("GET") >= 2  # it saw the task running before it finished
 
 
 def test_input_caused_failure_fails_the_run(emulator: EmulatorServer) -> None:

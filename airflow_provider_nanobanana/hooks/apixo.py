@@ -270,15 +270,18 @@ class ApixoHook(BaseHook):
         deadline: float,
         max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS,
     ) -> PollOutcome:
-        """Async :meth:`wait_for_task`, for triggers."""
+        """Async :meth:`wait_for_task`, for triggers; a hanging read cannot outlast the deadline much."""
         poller = TaskPoller(model, task_id, deadline, max_consecutive_errors, self.log)
         delay = initial_delay
         while True:
             await asyncio.sleep(poller.sleep_time(delay))
             try:
-                answer: TaskStatus | ApixoError = await self.aget_task_status(model, task_id)
+                async with asyncio.timeout(poller.read_budget()):
+                    answer: TaskStatus | ApixoError = await self.aget_task_status(model, task_id)
             except ApixoError as error:
                 answer = error
+            except TimeoutError:
+                answer = ApixoTransportError(f"Reading APIXO task {task_id} did not finish by the deadline")
             if outcome := poller.observe(answer):
                 return outcome
             delay = poll_interval

@@ -8,7 +8,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, TaskDeferralError, TaskDeferralTimeout
 
 from airflow_provider_nanobanana.exceptions import ApixoWaitError
 from airflow_provider_nanobanana.hooks.apixo import ApixoHook
@@ -153,6 +153,16 @@ class NanoBananaGenerateOperator(BaseOperator):
         )
         return self._finish(outcome)
 
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        """A trigger that died or outlived the defer timeout leaves a paid task behind: do not resubmit."""
+        try:
+            return super().resume_execution(next_method, next_kwargs, context)
+        except (TaskDeferralTimeout, TaskDeferralError) as error:
+            task_id = context["ti"].xcom_pull(task_ids=self.task_id, key=XCOM_TASK_ID_KEY)
+            raise self._not_retried(
+                f"Waiting for APIXO task {task_id} ended without an outcome", task_id
+            ) from error
+
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Resume after the trigger's event; everything needed is in the event itself."""
         return self._finish(PollOutcome.from_event(event))
@@ -179,8 +189,12 @@ class NanoBananaGenerateOperator(BaseOperator):
         try:
             return outcome.result()
         except ApixoWaitError as error:
-            # The task is paid for and may still finish: an automatic retry would submit it again.
-            raise AirflowFailException(
-                f"{error}. Not retried, so the image is not paid for twice: wait for it with "
-                f"NanoBananaTaskSensor(apixo_task_id={error.task_id!r}), or clear this task to submit anew."
-            ) from error
+            raise self._not_retried(str(error), error.task_id) from error
+
+    @staticmethod
+    def _not_retried(reason: str, task_id: str | None) -> AirflowFailException:
+        """The task is paid for and may still finish: an automatic retry would submit it again."""
+        return AirflowFailException(
+            f"{reason}. Not retried, so the image is not paid for twice: wait for it with "
+            f"NanoBananaTaskSensor(apixo_task_id={task_id!r}), or clear this task to submit anew."
+        )

@@ -50,3 +50,13 @@ with _dag("test_sensor_poke") as sensor_poke:
     _generate(wait_for_completion=False) >> NanoBananaTaskSensor(
         task_id="wait", apixo_task_id=TASK_ID_FROM_XCOM, deferrable=False, poke_interval=0.2, timeout=30
     )
+
+with _dag("test_sensor_reschedule") as sensor_reschedule:
+    _generate(wait_for_completion=False) >> NanoBananaTaskSensor(
+        task_id="wait",
+        apixo_task_id=TASK_ID_FROM_XCOM,
+        deferrable=False,
+        mode="reschedule",
+        poke_interval=1,
+        timeout=30,
+    )

@@ -780,6 +780,23 @@ async def test_await_task_times_out(make_hook, state):
     assert time.monotonic() - started < 2
 
 
+async def test_await_task_abandons_a_hanging_read_at_the_deadline(make_hook, state, monkeypatch):
+    """A read that hangs past the deadline must not delay the timeout outcome until Airflow's own."""
+    task_id = make_hook().submit_task(MODEL, T2I)
+    monkeypatch.setattr("airflow_provider_nanobanana.polling.READ_OVERRUN_SECONDS", 0.2)
+    state.settings.latency_seconds = 3
+    hook = make_hook(timeout=10)
+    started = time.monotonic()
+    try:
+        outcome = await hook.await_task(
+            MODEL, task_id, initial_delay=0, poll_interval=0.05, deadline=time.time() + 0.2
+        )
+    finally:
+        await hook.aclose()
+    assert outcome.status is OutcomeStatus.TIMEOUT
+    assert time.monotonic() - started < 1.5
+
+
 def test_wait_for_task_gives_up_after_consecutive_errors(make_hook, state):
     policy = RetryPolicy(max_attempts=2, initial_wait=0.01, max_wait=0.02)
     hook = make_hook(retry_policy=policy)

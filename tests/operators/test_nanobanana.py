@@ -6,6 +6,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR, TriggerFailureReason
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 
 from airflow_provider_nanobanana.exceptions import ApixoTaskFailedError
@@ -22,6 +23,9 @@ class FakeTaskInstance:
 
     def xcom_push(self, key: str, value: Any) -> None:
         self.xcom[key] = value
+
+    def xcom_pull(self, task_ids: str, key: str) -> Any:
+        return self.xcom.get(key)
 
 
 def make_operator(**kwargs: Any) -> NanoBananaGenerateOperator:
@@ -231,3 +235,13 @@ def test_templated_fields() -> None:
         "provider",
         "callback_url",
     }
+
+
+@pytest.mark.parametrize("error", [TriggerFailureReason.TRIGGER_TIMEOUT, "the trigger crashed"])
+def test_lost_trigger_is_not_retried_into_a_second_payment(error: str) -> None:
+    """Airflow's defer timeout or a dead trigger: the paid task may still finish, so no resubmission."""
+    ti = FakeTaskInstance()
+    ti.xcom_push("apixo_task_id", "task_9")
+
+    with pytest.raises(AirflowFailException, match=r"task_9.*Not retried"):
+        make_operator().resume_execution(TRIGGER_FAIL_REPR, {"error": error}, {"ti": ti})  # type: ignore[arg-type]
