@@ -85,3 +85,13 @@ def test_api_key_appears_nowhere(
 class _NoXCom:
     def xcom_push(self, key: str, value: object) -> None:
         pass
+
+
+def test_hook_state_does_not_print_the_key(emulator: EmulatorServer) -> None:
+    hook = ApixoHook()
+    client = hook.get_conn()
+
+    assert hook.settings.api_key == TEST_API_KEY
+    for text in (repr(hook.settings), repr(client.headers), repr(vars(hook))):
+        assert TEST_API_KEY not in text
+    hook.close()

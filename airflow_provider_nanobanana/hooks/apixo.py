@@ -13,7 +13,7 @@ import contextlib
 import random
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -77,7 +77,7 @@ class ConnectionSettings:
     """What the hook reads from an ``apixo`` connection."""
 
     base_url: str
-    api_key: str
+    api_key: str = field(repr=False)
     provider: str
     timeout: float
 
