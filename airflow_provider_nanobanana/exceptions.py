@@ -111,13 +111,25 @@ class ApixoSubmissionUncertainError(ApixoError, AirflowFailException):
 
 
 class ApixoTaskFailedError(ApixoError):
-    """The APIXO task ended in state ``failed`` for a reason a new attempt may not hit again."""
+    """The APIXO task ended in state ``failed`` for a transient reason: a new task may succeed."""
+
+    hint: ClassVar[str] = "a transient failure: a retry submits a new task"
 
     def __init__(self, task_id: str, fail_code: str | None, fail_message: str | None) -> None:
-        super().__init__(f"APIXO task {task_id} failed: {fail_code or 'no failCode'}: {fail_message or ''}")
+        code = fail_code or "no failCode"
+        super().__init__(f"APIXO task {task_id} failed: {code}: {fail_message or ''} ({self.hint})")
         self.task_id = task_id
         self.fail_code = fail_code
         self.fail_message = fail_message
+
+
+class ApixoTaskRejectedError(ApixoTaskFailedError, AirflowFailException):
+    """The APIXO task failed because of its input or the account (content, prompt, image, credits).
+
+    The same request would fail again, so the Airflow task fails without retries.
+    """
+
+    hint = "caused by the input or the account: retrying cannot help"
 
 
 class ApixoWaitError(ApixoError):

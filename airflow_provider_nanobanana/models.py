@@ -18,6 +18,9 @@ from airflow_provider_nanobanana.exceptions import ApixoInputError, ApixoMalform
 
 DEFAULT_BASE_URL = "https://api.apixo.ai/api/v1"
 NANO_BANANA = "nano-banana"
+SUBMIT_PATH = "/generateTask/{model}"
+STATUS_PATH = "/statusTask/{model}"
+BALANCE_PATH = "/apikeys/current-balance"
 
 PROVIDERS = ("auto", "value", "official")
 REQUEST_TYPES = ("async", "callback")
@@ -46,22 +49,65 @@ class TaskState(StrEnum):
         return self in (TaskState.SUCCESS, TaskState.FAILED)
 
 
-# failCodes that say the service, not the request, went wrong: a new task may well succeed.
-_TRANSIENT_FAIL_CODES = frozenset({"processingtimeout", "modelunavailable", "generationfailed"})
-# Words that mark a failCode as caused by the input (content, prompt, image) or the account (credits).
-_INPUT_FAIL_WORDS = ("content", "nsfw", "prompt", "image", "format", "credit", "balance", "prohibit")
+# Words of failCodes that say the service went wrong (a new task may succeed), checked first ...
+_TRANSIENT_FAIL_WORDS = frozenset({"timeout", "unavailable", "internal", "overloaded", "busy", "generation"})
+# ... then words that blame the input (content, prompt, image) or the account (credits).
+_INPUT_FAIL_WORDS = frozenset(
+    {
+        "content",
+        "nsfw",
+        "prompt",
+        "image",
+        "format",
+        "credit",
+        "credits",
+        "balance",
+        "prohibited",
+        "sensitive",
+    }
+)
 
 
 def is_input_fail_code(fail_code: str | None) -> bool:
     """Whether a failCode is caused by the request or the account, so resubmitting cannot help.
 
-    Two naming styles are in use (``PROMPT_TOO_LONG``, ``PromptLengthExceeded``); unknown codes are
-    judged by their words, and codes with no such word count as transient.
+    Two naming styles are in use (``PROMPT_TOO_LONG``, ``PromptLengthExceeded``), so codes are judged
+    by their words; a code with no known word counts as transient.
     """
-    normalized = re.sub(r"[^a-z]", "", (fail_code or "").lower())
-    if normalized in _TRANSIENT_FAIL_CODES:
-        return False
-    return any(word in normalized for word in _INPUT_FAIL_WORDS)
+    words = {word.lower() for word in re.findall(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])", fail_code or "")}
+    return not words & _TRANSIENT_FAIL_WORDS and bool(words & _INPUT_FAIL_WORDS)
+
+
+def status_query(task_id: str) -> dict[str, str]:
+    """Query parameters of a ``statusTask`` read."""
+    return {"taskId": task_id}
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """APIXO's answer wrapper ``{"code", "message", "data"}``; ``code`` is None when a body is not one."""
+
+    code: int | None
+    message: str | None
+    data: Any
+
+    @classmethod
+    def parse(cls, body: Any) -> Envelope:
+        if not isinstance(body, Mapping) or isinstance(body.get("code"), bool):
+            return cls(None, None, None)
+        code = body.get("code")
+        message = body.get("message")
+        return cls(
+            code if isinstance(code, int) else None,
+            None if message is None else str(message),
+            body.get("data"),
+        )
+
+    @property
+    def error_detail(self) -> str | None:
+        """``data.error``: what a 400 answer says is wrong."""
+        detail = self.data.get("error") if isinstance(self.data, Mapping) else None
+        return None if detail is None else str(detail)
 
 
 @dataclass(frozen=True)
@@ -159,11 +205,11 @@ def _optional_int(value: Any) -> int | None:
 
 
 def parse_task_id(data: Any) -> str:
-    """Read the task id from the ``data`` of a ``generateTask`` envelope (an opaque string)."""
+    """Read the task id from the ``data`` of a ``generateTask`` envelope (opaque: kept as a string)."""
     task_id = data.get("taskId") if isinstance(data, Mapping) else None
-    if not isinstance(task_id, str) or not task_id:
+    if isinstance(task_id, bool) or not isinstance(task_id, str | int) or task_id == "":
         raise ApixoMalformedResponseError(f"generateTask answer has no taskId: {data!r:.200}")
-    return task_id
+    return str(task_id)
 
 
 def build_task_body(
@@ -205,16 +251,19 @@ class NanoBananaRequest:
         request_type: str | None = None,
         callback_url: str | None = None,
     ) -> NanoBananaRequest:
-        """Check every field against the contract, naming the field and the rule on failure."""
-        urls = _check_image_urls(image_urls)
+        """Check every field against the contract, naming the field and the rule on failure.
+
+        An empty string (what a template renders for "nothing") counts as not set.
+        """
+        urls = _check_image_urls(image_urls or None)
         return cls(
             prompt=_check_prompt(prompt),
-            mode=_check_mode(mode, urls),
+            mode=_check_mode(mode or None, urls),
             image_urls=urls,
             aspect_ratio=check_choice("aspect_ratio", aspect_ratio, ASPECT_RATIOS),
             output_format=check_choice("output_format", output_format, OUTPUT_FORMATS),
-            provider=None if provider is None else check_choice("provider", provider, PROVIDERS),
-            callback_url=_check_callback(request_type, callback_url),
+            provider=check_choice("provider", provider, PROVIDERS) if provider else None,
+            callback_url=_check_callback(request_type or None, callback_url or None),
         )
 
     def task_input(self) -> dict[str, Any]:
@@ -260,7 +309,9 @@ def _check_image_urls(image_urls: Sequence[str] | None) -> tuple[str, ...]:
     if image_urls is None:
         return ()
     if isinstance(image_urls, str) or not isinstance(image_urls, Sequence):
-        raise ApixoInputError("image_urls", "must be a list of URLs")
+        raise ApixoInputError(
+            "image_urls", "must be a list of URLs (templated: set render_template_as_native_obj=True)"
+        )
     if len(image_urls) > MAX_IMAGE_URLS:
         raise ApixoInputError("image_urls", f"must hold at most {MAX_IMAGE_URLS} URLs; got {len(image_urls)}")
     for index, url in enumerate(image_urls):
@@ -295,4 +346,13 @@ def _check_callback(request_type: str | None, callback_url: str | None) -> str |
         return None
     if request_type == "async":
         raise ApixoInputError("callback_url", "must not be set when request_type is 'async'")
-    return check_http_url("callback_url", callback_url)
+    parts = urlsplit(check_http_url("callback_url", callback_url))
+    if parts.scheme != "https" and parts.hostname not in _LOOPBACK_HOSTS:
+        raise ApixoInputError(
+            "callback_url", f"must be an https URL (http only on localhost); got {callback_url!r}"
+        )
+    return callback_url
+
+
+# http callbacks are allowed to these, for the emulator and local tests only.
+_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})

@@ -8,19 +8,18 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
-from airflow.sdk.exceptions import AirflowFailException
-
 from airflow_provider_nanobanana.exceptions import (
     ApixoError,
+    ApixoInputError,
     ApixoMalformedResponseError,
     ApixoNotFoundError,
     ApixoTaskFailedError,
+    ApixoTaskRejectedError,
     ApixoWaitError,
     ApixoWaitTimeoutError,
 )
@@ -42,6 +41,27 @@ class OutcomeStatus(StrEnum):
     FAILED = "failed"
     ERROR = "error"
     TIMEOUT = "timeout"
+
+
+def check_seconds(field: str, value: timedelta | float, *, minimum: float) -> float:
+    """A duration in seconds (or a timedelta), at least ``minimum``."""
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < minimum:
+        raise ApixoInputError(field, f"must be at least {minimum:g} seconds; got {value!r}")
+    return float(seconds)
+
+
+def check_error_budget(max_consecutive_errors: int) -> int:
+    if isinstance(max_consecutive_errors, bool) or not isinstance(max_consecutive_errors, int):
+        raise ApixoInputError(
+            "max_consecutive_errors", f"must be a whole number; got {max_consecutive_errors!r}"
+        )
+    if max_consecutive_errors < 1:
+        raise ApixoInputError("max_consecutive_errors", f"must be at least 1; got {max_consecutive_errors}")
+    return max_consecutive_errors
+
+
+_TERMINAL_STATE = {OutcomeStatus.SUCCESS: TaskState.SUCCESS, OutcomeStatus.FAILED: TaskState.FAILED}
 
 
 @dataclass(frozen=True)
@@ -66,35 +86,37 @@ class PollOutcome:
 
     @classmethod
     def from_event(cls, event: Any) -> PollOutcome:
-        """Validate and read back a trigger event."""
-        if not isinstance(event, Mapping) or event.get("status") not in set(OutcomeStatus):
-            raise ApixoMalformedResponseError(f"Unexpected trigger event: {event!r:.300}")
-        task = event.get("task")
-        if task is None and event["status"] in (OutcomeStatus.SUCCESS, OutcomeStatus.FAILED):
-            raise ApixoMalformedResponseError(f"Trigger event without the task's status: {event!r:.300}")
-        return cls(
-            status=OutcomeStatus(event["status"]),
-            task_id=str(event["apixo_task_id"]),
-            model=str(event["model"]),
-            message=str(event.get("message", "")),
-            task=None if task is None else TaskStatus.from_dict(task),
-        )
+        """Validate and read back a trigger event; anything unexpected is a malformed event."""
+        try:
+            outcome = cls(
+                status=OutcomeStatus(event["status"]),
+                task_id=str(event["apixo_task_id"]),
+                model=str(event["model"]),
+                message=str(event.get("message", "")),
+                task=None if event.get("task") is None else TaskStatus.from_dict(event["task"]),
+            )
+        except (TypeError, KeyError, ValueError, AttributeError):
+            raise ApixoMalformedResponseError(f"Unexpected trigger event: {event!r:.300}") from None
+        expected = _TERMINAL_STATE.get(outcome.status)
+        if expected is not None and (outcome.task is None or outcome.task.state is not expected):
+            raise ApixoMalformedResponseError(f"Trigger event contradicts its task state: {event!r:.300}")
+        return outcome
 
     def result(self) -> dict[str, Any]:
         """The operator's return value on success; otherwise raise what Airflow should act on.
 
-        A failure caused by the input fails the Airflow task for good; a transient one raises
-        :class:`ApixoTaskFailedError`. A wait that ended without an outcome raises
+        A failure caused by the input raises :class:`ApixoTaskRejectedError` (no Airflow retries); a
+        transient one :class:`ApixoTaskFailedError`. A wait that ended without an outcome raises
         :class:`ApixoWaitError` (:class:`ApixoWaitTimeoutError` for the deadline): the task may still
         finish, so the caller decides whether a retry may submit again.
         """
         if self.status is OutcomeStatus.SUCCESS and self.task is not None:
             return self.task.result()
         if self.status is OutcomeStatus.FAILED and self.task is not None:
-            error = ApixoTaskFailedError(self.task_id, self.task.fail_code, self.task.fail_message)
-            if is_input_fail_code(self.task.fail_code):
-                raise AirflowFailException(f"{error} (caused by the input: retrying cannot help)") from error
-            raise error
+            code, message = self.task.fail_code, self.task.fail_message
+            if is_input_fail_code(code):
+                raise ApixoTaskRejectedError(self.task_id, code, message)
+            raise ApixoTaskFailedError(self.task_id, code, message)
         if self.status is OutcomeStatus.TIMEOUT:
             raise ApixoWaitTimeoutError(self.task_id, self.message)
         raise ApixoWaitError(self.task_id, self.message)

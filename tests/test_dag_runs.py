@@ -55,12 +55,17 @@ def assert_generated(result: dict[str, Any], emulator: EmulatorServer, suffix: s
 
 
 @pytest.mark.parametrize(
-    "dag", [provider_dags.generate_deferrable, provider_dags.generate_blocking], ids=["deferred", "blocking"]
+    ("dag", "deferred"),
+    [(provider_dags.generate_deferrable, True), (provider_dags.generate_blocking, False)],
+    ids=["deferred", "blocking"],
 )
-def test_generate_waits_for_the_images(dag: DAG, emulator: EmulatorServer) -> None:
+def test_generate_waits_for_the_images(
+    dag: DAG, deferred: bool, emulator: EmulatorServer, capfd: pytest.CaptureFixture[str]
+) -> None:
     state, xcoms = run(dag, prompt="a red kite over dunes", output_format="jpeg")
 
     assert state == "success"
+    assert ("Pausing task as DEFERRED" in capfd.readouterr().out) is deferred
     assert_generated(xcoms[("generate", "return_value")], emulator, suffix=".jpeg")
     assert xcoms[("generate", "apixo_task_id")] == emulator.emulator.tasks[0].task_id
     assert emulator.emulator.submissions() == 1
@@ -93,10 +98,27 @@ def test_sensor_waits_for_a_task_submitted_upstream(dag: DAG, emulator: Emulator
     assert emulator.emulator.request_count("GET") >= 2  # it saw the task running before it finished
 
 
-def test_input_caused_failure_fails_the_run(emulator: EmulatorServer) -> None:
-    state, xcoms = run(provider_dags.generate_deferrable, prompt="a cat [emulator:fail=NSFW_DETECTED]")
+def test_transient_failure_is_retried_with_a_new_task(emulator: EmulatorServer) -> None:
+    emulator.emulator.fail_next_tasks("GENERATION_FAILED")
+
+    state, xcoms = run(provider_dags.generate_retrying)
+
+    assert state == "success"
+    failed, succeeded = emulator.emulator.tasks
+    assert emulator.emulator.state_of(failed.task_id) == "failed"
+    assert xcoms[("generate", "return_value")]["apixo_task_id"] == succeeded.task_id
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    ["a cat [emulator:fail=NSFW_DETECTED]", "a slow cat [emulator:seconds=30]"],
+    ids=["input-caused failure", "timeout after paying"],
+)
+def test_paid_or_hopeless_task_is_not_retried(prompt: str, emulator: EmulatorServer) -> None:
+    state, xcoms = run(provider_dags.generate_retrying, prompt=prompt)
 
     assert state == "failed"
+    assert emulator.emulator.submissions() == 1  # the retry was not used
     assert ("generate", "return_value") not in xcoms
     assert xcoms[("generate", "apixo_task_id")] == emulator.emulator.tasks[0].task_id
 

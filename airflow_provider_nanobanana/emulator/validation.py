@@ -9,15 +9,15 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from airflow_provider_nanobanana.models import (
-    ASPECT_RATIOS,
-    MAX_IMAGE_URLS,
-    MAX_PROMPT_CHARS,
-    MODES,
-    OUTPUT_FORMATS,
-    PROVIDERS,
-    REQUEST_TYPES,
-)
+# The contract's rules, read from the API docs independently of the client's ``models``: the
+# emulator checks the client, so it must not share the client's mistakes.
+ASPECT_RATIOS = ("1:1", "4:3", "3:4", "3:2", "2:3", "4:5", "5:4", "9:16", "16:9", "21:9", "auto")
+REQUEST_TYPES = ("async", "callback")
+PROVIDERS = ("auto", "value", "official")
+MODES = ("text-to-image", "image-to-image")
+OUTPUT_FORMATS = ("png", "jpeg")
+MAX_PROMPT_CHARS = 5000
+MAX_IMAGE_URLS = 5
 
 __all__ = ["ASPECT_RATIOS", "validate_create_body"]
 

@@ -2,8 +2,9 @@
 
 Retries live here and nowhere else. A request is resent only when sending it again is safe: status
 reads always; task submissions only when APIXO provably did not take them (the connection was never
-made, or it answered 4xx, 429 or 503). A submission whose answer was lost after it was sent raises
-:class:`ApixoSubmissionUncertainError` instead, so a paid task is never created twice.
+made, or it answered 429, or 503 with ``Retry-After``). A submission that may have reached APIXO
+without a usable answer raises :class:`ApixoSubmissionUncertainError` instead, so a paid task is
+never created twice by the hook.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
@@ -38,18 +38,25 @@ from airflow_provider_nanobanana.exceptions import (
     ApixoTransportError,
 )
 from airflow_provider_nanobanana.models import (
+    BALANCE_PATH,
     DEFAULT_BASE_URL,
     NANO_BANANA,
     PROVIDERS,
+    STATUS_PATH,
+    SUBMIT_PATH,
+    Envelope,
     TaskStatus,
     build_task_body,
     check_choice,
     check_model_id,
     parse_task_id,
+    status_query,
 )
 from airflow_provider_nanobanana.polling import DEFAULT_MAX_CONSECUTIVE_ERRORS, PollOutcome, TaskPoller
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from airflow.sdk import Connection
     from tenacity import RetryCallState
 
@@ -91,8 +98,8 @@ class ConnectionSettings:
         return cls(
             base_url=_base_url(conn.host, conn.port),
             api_key=conn.password,
-            provider=check_choice("provider", extra.get("provider") or "auto", PROVIDERS),
-            timeout=_seconds("timeout", timeout or extra.get("timeout") or DEFAULT_REQUEST_TIMEOUT),
+            provider=check_choice("extra.provider", extra.get("provider") or "auto", PROVIDERS),
+            timeout=_seconds("extra.timeout", timeout or extra.get("timeout") or DEFAULT_REQUEST_TIMEOUT),
         )
 
     def client_options(self) -> dict[str, Any]:
@@ -215,7 +222,8 @@ class ApixoHook(BaseHook):
         )
         what = f"Submitting a {model} task"
         try:
-            task_id = parse_task_id(self._call("POST", f"/generateTask/{model}", what=what, json=body))
+            data = self._call("POST", SUBMIT_PATH.format(model=model), what=what, json=body)
+            task_id = parse_task_id(data)
         except ApixoMalformedResponseError as error:
             raise ApixoSubmissionUncertainError(what, str(error)) from error
         self.log.info("Submitted APIXO %s task %s", model, task_id)
@@ -224,18 +232,14 @@ class ApixoHook(BaseHook):
     def get_task_status(self, model: str, task_id: str) -> TaskStatus:
         """Read a task's status; ``model`` must be the one the task was created with."""
         check_model_id(model)
-        data = self._call(
-            "GET", f"/statusTask/{model}", what=f"Reading APIXO task {task_id}", params={"taskId": task_id}
-        )
-        return TaskStatus.from_api(data)
+        path, what = STATUS_PATH.format(model=model), f"Reading APIXO task {task_id}"
+        return TaskStatus.from_api(self._call("GET", path, what=what, params=status_query(task_id)))
 
     async def aget_task_status(self, model: str, task_id: str) -> TaskStatus:
         """Async :meth:`get_task_status`, for triggers."""
         check_model_id(model)
-        data = await self._acall(
-            "GET", f"/statusTask/{model}", what=f"Reading APIXO task {task_id}", params={"taskId": task_id}
-        )
-        return TaskStatus.from_api(data)
+        path, what = STATUS_PATH.format(model=model), f"Reading APIXO task {task_id}"
+        return TaskStatus.from_api(await self._acall("GET", path, what=what, params=status_query(task_id)))
 
     def wait_for_task(
         self,
@@ -287,34 +291,34 @@ class ApixoHook(BaseHook):
             delay = poll_interval
 
     def test_connection(self) -> tuple[bool, str]:
-        """One cheap authenticated call, for the UI's Test button; no retries."""
+        """A cheap authenticated call or two, for the UI's Test button; no retries.
+
+        The balance endpoint is undocumented: an answer in another shape still proves the key once
+        the same call without a key is refused; where it is missing, a status read of an unknown
+        task stands in for it.
+        """
         try:
             base_url = self.settings.base_url
             try:
-                self._call("GET", "/apikeys/current-balance", what="Checking the key", attempts=1)
+                self._call("GET", BALANCE_PATH, what="Checking the key", attempts=1)
+            except ApixoMalformedResponseError:
+                self._require_key(BALANCE_PATH)
             except ApixoNotFoundError:
-                # No balance endpoint behind this base URL: reading an unknown task proves the key too.
-                self._probe_unknown_task()
+                status_path, params = STATUS_PATH.format(model=NANO_BANANA), status_query("connection-test")
+                with contextlib.suppress(ApixoNotFoundError, ApixoBadRequestError):
+                    self._call("GET", status_path, what="Checking the key", attempts=1, params=params)
+                self._require_key(status_path, params=params)
         except ApixoAuthError as error:
             return False, f"APIXO rejected the API key: {error}"
         except ApixoError as error:
             return False, str(error)
         return True, f"Connected to {base_url}: the API key is valid"
 
-    def _probe_unknown_task(self) -> None:
-        """Read an unknown task with the key, then without: only APIXO refuses the second alone."""
-        path, params = f"/statusTask/{NANO_BANANA}", {"taskId": "connection-test"}
-        with contextlib.suppress(ApixoNotFoundError, ApixoBadRequestError):
-            self._call("GET", path, what="Checking the key", attempts=1, params=params)
+    def _require_key(self, path: str, **kwargs: Any) -> None:
+        """Prove the server checks keys on ``path``, so that our key's success means something."""
         try:
-            self._call(
-                "GET",
-                path,
-                what="Checking the base URL",
-                attempts=1,
-                params=params,
-                headers={"Authorization": ""},
-            )
+            no_key = {"Authorization": ""}
+            self._call("GET", path, what="Checking the base URL", attempts=1, headers=no_key, **kwargs)
         except ApixoAuthError:
             return
         except ApixoError:
@@ -341,7 +345,7 @@ class ApixoHook(BaseHook):
     def _send(self, client: httpx.Client, method: str, path: str, what: str, kwargs: dict[str, Any]) -> Any:
         try:
             response = client.request(method, path, **kwargs)
-        except httpx.TransportError as error:
+        except httpx.HTTPError as error:
             raise _transport_error(error, method, what) from error
         return _read_envelope(response, what)
 
@@ -350,7 +354,7 @@ class ApixoHook(BaseHook):
     ) -> Any:
         try:
             response = await client.request(method, path, **kwargs)
-        except httpx.TransportError as error:
+        except httpx.HTTPError as error:
             raise _transport_error(error, method, what) from error
         return _read_envelope(response, what)
 
@@ -380,8 +384,8 @@ class ApixoHook(BaseHook):
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
-def _transport_error(error: httpx.TransportError, method: str, what: str) -> ApixoError:
-    """Name what went wrong on the wire; a POST that may have been received is not resendable."""
+def _transport_error(error: httpx.HTTPError, method: str, what: str) -> ApixoError:
+    """Name what went wrong on the wire (or in decoding); a POST that may have been received is final."""
     if method == "POST" and not isinstance(error, _NOT_SENT):
         return ApixoSubmissionUncertainError(what, f"{type(error).__name__}: {error}")
     try:
@@ -409,15 +413,13 @@ def _read_envelope(response: httpx.Response, what: str) -> Any:
     APIXO may signal an error in the envelope's ``code`` under HTTP 200: that counts as the status.
     """
     try:
-        body = response.json()
+        envelope = Envelope.parse(response.json())
     except ValueError:
-        body = None
-    envelope = body if isinstance(body, dict) else {}
-    code = envelope.get("code")
-    status = response.status_code if response.status_code != 200 else code
+        envelope = Envelope.parse(None)
+    status = response.status_code if response.status_code != 200 else envelope.code
     if status == 200:
-        return envelope.get("data")
-    if response.status_code == 200 and not isinstance(code, int):
+        return envelope.data
+    if response.status_code == 200 and envelope.code is None:
         raise ApixoMalformedResponseError(f"{what}: APIXO answered HTTP 200 without a JSON envelope")
     error = _api_error(status, envelope, response)
     if response.request.method == "POST" and not _rejected(error):
@@ -425,19 +427,23 @@ def _read_envelope(response: httpx.Response, what: str) -> Any:
     raise error
 
 
-def _api_error(status: Any, envelope: Mapping[str, Any], response: httpx.Response) -> ApixoError:
+def _api_error(status: Any, envelope: Envelope, response: httpx.Response) -> ApixoError:
     if not isinstance(status, int) or not 400 <= status <= 599:
         return ApixoMalformedResponseError(f"APIXO answered an envelope with code {status!r}")
-    message = str(envelope.get("message") or response.reason_phrase or "error")
-    data = envelope.get("data")
-    detail = data.get("error") if isinstance(data, Mapping) else None
+    message = envelope.message or response.reason_phrase or "error"
     error_class = ApixoServerError if status >= 500 else _ERRORS_BY_STATUS.get(status, ApixoApiError)
-    return error_class(status, message, detail, _retry_after(response))
+    return error_class(status, message, envelope.error_detail, _retry_after(response))
 
 
 def _rejected(error: ApixoError) -> bool:
-    """Whether APIXO turned a submission away, so no task can exist: 4xx, 429 and 503."""
-    return isinstance(error, ApixoApiError) and (error.http_status < 500 or error.http_status == 503)
+    """Whether APIXO turned a submission away, so no task can exist.
+
+    A 4xx says so. A 503 may come from a proxy that already forwarded the request, so only one
+    that asks to come back later (``Retry-After``) counts.
+    """
+    if not isinstance(error, ApixoApiError):
+        return False
+    return error.http_status < 500 or (error.http_status == 503 and error.retry_after is not None)
 
 
 def _retry_after(response: httpx.Response) -> float | None:

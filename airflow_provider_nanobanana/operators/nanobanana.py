@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowFailException, TaskDeferralError, TaskDeferralTimeout
+from airflow.sdk.exceptions import AirflowFailException, AirflowTaskTimeout
 
-from airflow_provider_nanobanana.exceptions import ApixoWaitError
+from airflow_provider_nanobanana.exceptions import ApixoTaskFailedError
 from airflow_provider_nanobanana.hooks.apixo import ApixoHook
 from airflow_provider_nanobanana.models import (
     DEFAULT_INITIAL_DELAY,
@@ -23,27 +24,26 @@ from airflow_provider_nanobanana.polling import (
     DEFAULT_MAX_CONSECUTIVE_ERRORS,
     DEFER_TIMEOUT_GRACE,
     PollOutcome,
+    check_error_budget,
+    check_seconds,
 )
 from airflow_provider_nanobanana.triggers.nanobanana import NanoBananaTaskTrigger
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
 
     from airflow.sdk import Context
 
 XCOM_TASK_ID_KEY = "apixo_task_id"
 
 
-def seconds(value: timedelta | float) -> float:
-    return value.total_seconds() if isinstance(value, timedelta) else float(value)
-
-
 class NanoBananaGenerateOperator(BaseOperator):
     """Generate images with APIXO's ``nano-banana`` model.
 
-    Every field is checked against the API's rules before any HTTP request. The APIXO task id is
-    pushed to XCom (key ``apixo_task_id``) as soon as it exists. By default the wait is deferred to
-    the triggerer so no worker slot is held while the image renders.
+    Every field is checked against the API's rules before any HTTP request (the wait settings when
+    the DAG is parsed). The APIXO task id is pushed to XCom (key ``apixo_task_id``) as soon as it
+    exists. By default the wait is deferred to the triggerer so no worker slot is held meanwhile.
+    Once the task is submitted, only a transient APIXO failure lets Airflow retry (and submit anew).
 
     Returns ``{"apixo_task_id", "state", "result_urls", "create_time", "complete_time",
     "cost_time"}``, or just the task id when ``wait_for_completion`` is False. Result URLs expire
@@ -113,55 +113,50 @@ class NanoBananaGenerateOperator(BaseOperator):
         self.apixo_conn_id = apixo_conn_id
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
-        self.poll_interval = seconds(poll_interval)
-        self.initial_delay = seconds(initial_delay)
-        self.timeout = seconds(timeout)
-        self.max_consecutive_errors = max_consecutive_errors
+        self.poll_interval = check_seconds("poll_interval", poll_interval, minimum=0.1)
+        self.initial_delay = check_seconds("initial_delay", initial_delay, minimum=0)
+        self.timeout = check_seconds("timeout", timeout, minimum=1)
+        self.max_consecutive_errors = check_error_budget(max_consecutive_errors)
 
     @cached_property
     def hook(self) -> ApixoHook:
         return ApixoHook(self.apixo_conn_id)
 
     def execute(self, context: Context) -> Any:
-        request = self._validated_request()
-        task_id = self._submit(request)
-        context["ti"].xcom_push(key=XCOM_TASK_ID_KEY, value=task_id)
-        if not self.wait_for_completion:
-            return task_id
-        end_time = time.time() + self.timeout
-        if self.deferrable:
-            self.defer(
-                trigger=NanoBananaTaskTrigger(
-                    apixo_task_id=task_id,
-                    end_time=end_time,
-                    model=self.model,
-                    apixo_conn_id=self.apixo_conn_id,
-                    poll_interval=self.poll_interval,
-                    initial_delay=self.initial_delay,
-                    max_consecutive_errors=self.max_consecutive_errors,
-                ),
-                method_name=self.execute_complete.__name__,
-                timeout=timedelta(seconds=self.timeout) + DEFER_TIMEOUT_GRACE,
+        task_id = self._submit(self._validated_request())
+        with self._paid_for(task_id):
+            context["ti"].xcom_push(key=XCOM_TASK_ID_KEY, value=task_id)
+            if not self.wait_for_completion:
+                return task_id
+            end_time = time.time() + self.timeout
+            if self.deferrable:
+                self.defer(
+                    trigger=NanoBananaTaskTrigger(
+                        apixo_task_id=task_id,
+                        end_time=end_time,
+                        model=self.model,
+                        apixo_conn_id=self.apixo_conn_id,
+                        poll_interval=self.poll_interval,
+                        initial_delay=self.initial_delay,
+                        max_consecutive_errors=self.max_consecutive_errors,
+                    ),
+                    method_name=self.execute_complete.__name__,
+                    timeout=timedelta(seconds=self.timeout) + DEFER_TIMEOUT_GRACE,
+                )
+            outcome = self.hook.wait_for_task(
+                self.model,
+                task_id,
+                initial_delay=self.initial_delay,
+                poll_interval=self.poll_interval,
+                deadline=end_time,
+                max_consecutive_errors=self.max_consecutive_errors,
             )
-        outcome = self.hook.wait_for_task(
-            self.model,
-            task_id,
-            initial_delay=self.initial_delay,
-            poll_interval=self.poll_interval,
-            deadline=end_time,
-            max_consecutive_errors=self.max_consecutive_errors,
-        )
-        return self._finish(outcome)
+            return self._finish(outcome)
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
-        """A trigger that died or outlived the defer timeout leaves a paid task behind: do not resubmit."""
-        try:
+        """Back from the trigger, or from its failure or timeout: the task is paid for either way."""
+        with self._paid_for(context["ti"].xcom_pull(task_ids=self.task_id, key=XCOM_TASK_ID_KEY)):
             return super().resume_execution(next_method, next_kwargs, context)
-        except (TaskDeferralTimeout, TaskDeferralError) as error:
-            task_id = context["ti"].xcom_pull(task_ids=self.task_id, key=XCOM_TASK_ID_KEY)
-            raise self._not_retried(
-                f"Waiting for APIXO task {task_id} ended without an outcome", task_id
-            ) from error
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Resume after the trigger's event; everything needed is in the event itself."""
@@ -186,15 +181,24 @@ class NanoBananaGenerateOperator(BaseOperator):
 
     def _finish(self, outcome: PollOutcome) -> dict[str, Any]:
         self.log.info("%s", outcome.message)
-        try:
-            return outcome.result()
-        except ApixoWaitError as error:
-            raise self._not_retried(str(error), error.task_id) from error
+        return outcome.result()
 
-    @staticmethod
-    def _not_retried(reason: str, task_id: str | None) -> AirflowFailException:
-        """The task is paid for and may still finish: an automatic retry would submit it again."""
-        return AirflowFailException(
-            f"{reason}. Not retried, so the image is not paid for twice: wait for it with "
-            f"NanoBananaTaskSensor(apixo_task_id={task_id!r}), or clear this task to submit anew."
-        )
+    @contextmanager
+    def _paid_for(self, task_id: str | None) -> Iterator[None]:
+        """After submission, only a transient APIXO failure may end in an Airflow retry (a new task).
+
+        Anything else (a wait without outcome, a timeout, a lost trigger, a broken event) fails for
+        good and names the task: a retry would pay again while the first task may still finish.
+        """
+        try:
+            yield
+        except (AirflowFailException, ApixoTaskFailedError):
+            raise
+        except (Exception, AirflowTaskTimeout) as error:
+            raise AirflowFailException(
+                f"After submitting APIXO task {task_id}: {type(error).__name__}: {error}. "
+                "Not retried, so the image is not paid for twice: wait for it with "
+                f"NanoBananaTaskSensor(apixo_task_id={task_id!r}), or clear this task to submit anew."
+            ) from error
+        finally:
+            self.hook.close()

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.exceptions import AirflowSensorTimeout
 
-from airflow_provider_nanobanana.exceptions import ApixoWaitTimeoutError
+from airflow_provider_nanobanana.exceptions import ApixoInputError, ApixoWaitTimeoutError
 from airflow_provider_nanobanana.hooks.apixo import ApixoHook
 from airflow_provider_nanobanana.models import DEFAULT_POLL_INTERVAL, NANO_BANANA, check_model_id
 from airflow_provider_nanobanana.polling import (
@@ -19,6 +19,7 @@ from airflow_provider_nanobanana.polling import (
     DEFER_TIMEOUT_GRACE,
     PollOutcome,
     TaskPoller,
+    check_error_budget,
 )
 from airflow_provider_nanobanana.triggers.nanobanana import NanoBananaTaskTrigger
 
@@ -60,7 +61,7 @@ class NanoBananaTaskSensor(BaseSensorOperator):
         self.model = model
         self.apixo_conn_id = apixo_conn_id
         self.deferrable = deferrable
-        self.max_consecutive_errors = max_consecutive_errors
+        self.max_consecutive_errors = check_error_budget(max_consecutive_errors)
 
     @cached_property
     def hook(self) -> ApixoHook:
@@ -68,6 +69,9 @@ class NanoBananaTaskSensor(BaseSensorOperator):
 
     def execute(self, context: Context) -> Any:
         check_model_id(self.model)
+        if not self.apixo_task_id or self.apixo_task_id == "None":
+            rule = f"is empty ({self.apixo_task_id!r}): did the upstream task push it to XCom?"
+            raise ApixoInputError("apixo_task_id", rule)
         if not self.deferrable:
             return super().execute(context)
         self.defer(
@@ -83,9 +87,13 @@ class NanoBananaTaskSensor(BaseSensorOperator):
             timeout=timedelta(seconds=self.timeout) + DEFER_TIMEOUT_GRACE,
         )
 
+    @cached_property
+    def _poller(self) -> TaskPoller:
+        """Kept across pokes (in poke mode), so that only state changes are logged at INFO."""
+        return TaskPoller(self.model, self.apixo_task_id, deadline=math.inf, log=self.log)
+
     def poke(self, context: Context) -> PokeReturnValue | bool:
-        poller = TaskPoller(self.model, self.apixo_task_id, deadline=math.inf, log=self.log)
-        outcome = poller.observe(self.hook.get_task_status(self.model, self.apixo_task_id))
+        outcome = self._poller.observe(self.hook.get_task_status(self.model, self.apixo_task_id))
         if outcome is None:
             return False
         return PokeReturnValue(is_done=True, xcom_value=outcome.result())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from airflow.sdk import DAG
 
@@ -34,6 +34,9 @@ def _generate(**kwargs: object) -> NanoBananaGenerateOperator:
 
 with _dag("test_generate_deferrable") as generate_deferrable:
     _generate(deferrable=True)
+
+with _dag("test_generate_retrying") as generate_retrying:
+    _generate(deferrable=True, retries=1, retry_delay=timedelta(0), timeout=3)
 
 with _dag("test_generate_blocking") as generate_blocking:
     _generate(deferrable=False)

@@ -358,13 +358,21 @@ def test_submission_answered_5xx_is_uncertain_and_not_resent(make_hook, state, s
     assert state.request_count("POST") == 1
 
 
-@pytest.mark.parametrize("status", [429, 503])
-def test_submission_turned_away_is_resent_once_accepted(make_hook, state, status):
-    state.inject_http_errors(status, 2, "submit")
+@pytest.mark.parametrize(("status", "retry_after"), [(429, None), (429, 0.01), (503, 0.01)])
+def test_submission_turned_away_is_resent_once_accepted(make_hook, state, status, retry_after):
+    state.inject_http_errors(status, 2, "submit", retry_after=retry_after)
     task_id = make_hook().submit_task(MODEL, T2I)
     assert state.request_count("POST") == 3
     assert state.submissions() == 1
     assert state.tasks[0].task_id == task_id
+
+
+def test_submission_answered_503_without_retry_after_is_not_resent(make_hook, state):
+    """A proxy may answer 503 after forwarding the request: only a Retry-After says it was not taken."""
+    state.inject_http_errors(503, 1, "submit")
+    with pytest.raises(ApixoSubmissionUncertainError):
+        make_hook().submit_task(MODEL, T2I)
+    assert state.request_count("POST") == 1
 
 
 def test_submission_rate_limited_honours_retry_after(make_hook, state):
@@ -670,8 +678,26 @@ def test_invalid_provider_extra_raises_before_any_request(make_hook, emulator, s
     hook = make_hook("apixo_badp", connection=apixo_connection(emulator.base_url, provider="cheapest"))
     with pytest.raises(ApixoInputError) as caught:
         hook.submit_task(MODEL, T2I)
+    assert caught.value.field == "extra.provider"
+    assert "cheapest" in str(caught.value)
+    assert state.requests == []
+
+
+def test_invalid_provider_argument_raises_before_any_request(make_hook, state):
+    with pytest.raises(ApixoInputError) as caught:
+        make_hook().submit_task(MODEL, T2I, provider="cheapest")
     assert caught.value.field == "provider"
-    assert "provider" in str(caught.value)
+    assert state.requests == []
+
+
+@pytest.mark.parametrize("timeout", ["soon", -1])
+def test_invalid_timeout_extra_names_the_extra(make_hook, emulator, state, timeout):
+    hook = make_hook(
+        "apixo_badt", connection=apixo_connection(emulator.base_url, timeout=timeout), timeout=None
+    )
+    with pytest.raises(ApixoInputError) as caught:
+        hook.submit_task(MODEL, T2I)
+    assert caught.value.field == "extra.timeout"
     assert state.requests == []
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR, TriggerFailureReason
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 
-from airflow_provider_nanobanana.exceptions import ApixoTaskFailedError
+from airflow_provider_nanobanana.exceptions import ApixoInputError, ApixoTaskFailedError
 from airflow_provider_nanobanana.operators.nanobanana import NanoBananaGenerateOperator
 from airflow_provider_nanobanana.triggers.nanobanana import NanoBananaTaskTrigger
 
@@ -81,6 +82,7 @@ def task_dict(state: str, fail_code: str | None = None) -> dict[str, Any]:
         ({"request_type": "callback"}, "callback_url"),
         ({"request_type": "async", "callback_url": "https://hooks.example/x"}, "callback_url"),
         ({"callback_url": "hooks.example/x"}, "callback_url"),
+        ({"callback_url": "http://hooks.example/x"}, "callback_url"),
         ({"request_type": "webhook"}, "request_type"),
     ],
 )
@@ -93,6 +95,42 @@ def test_bad_input_fails_before_any_request(
     assert str(raised.value).startswith(f"Invalid {field}: ")
 
     assert emulator.emulator.requests == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"timeout": 0}, "timeout"),
+        ({"timeout": timedelta(seconds=-5)}, "timeout"),
+        ({"poll_interval": 0}, "poll_interval"),
+        ({"initial_delay": -1}, "initial_delay"),
+        ({"max_consecutive_errors": 0}, "max_consecutive_errors"),
+    ],
+)
+def test_bad_wait_settings_fail_when_the_dag_is_parsed(kwargs: dict[str, Any], field: str) -> None:
+    with pytest.raises(ApixoInputError) as raised:
+        make_operator(**kwargs)
+
+    assert raised.value.field == field
+
+
+def test_empty_rendered_strings_mean_not_set(emulator: EmulatorServer) -> None:
+    operator = make_operator(
+        mode="", provider="", callback_url="", request_type="", wait_for_completion=False
+    )
+
+    execute(operator)
+
+    body = emulator.emulator.tasks[0].body
+    assert body["request_type"] == "async"
+    assert body["provider"] == "auto"
+    assert body["input"]["mode"] == "text-to-image"
+
+
+def test_http_callback_on_localhost_is_allowed(emulator: EmulatorServer) -> None:
+    execute(make_operator(callback_url="http://127.0.0.1:9/hook", wait_for_completion=False))
+
+    assert emulator.emulator.tasks[0].body["callback_url"] == "http://127.0.0.1:9/hook"
 
 
 def test_deferrable_submits_pushes_the_id_then_defers(emulator: EmulatorServer) -> None:
@@ -202,7 +240,16 @@ def test_input_caused_fail_codes_fail_for_good(code: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "code", ["GENERATION_FAILED", "MODEL_UNAVAILABLE", "PROCESSING_TIMEOUT", "SOMETHING_NEW"]
+    "code",
+    [
+        "GENERATION_FAILED",
+        "MODEL_UNAVAILABLE",
+        "PROCESSING_TIMEOUT",
+        "SOMETHING_NEW",
+        "IMAGE_GENERATION_FAILED",
+        "CONTENT_GENERATION_TIMEOUT",
+        "INFORMATION_MISSING",
+    ],
 )
 def test_transient_fail_codes_are_retryable(code: str) -> None:
     with pytest.raises(ApixoTaskFailedError, match=code) as raised:
@@ -211,30 +258,44 @@ def test_transient_fail_codes_are_retryable(code: str) -> None:
     assert not isinstance(raised.value, AirflowFailException)
 
 
+def resume(event: Any) -> Any:
+    """Resume as the task runner does after a trigger event, with the task id in XCom."""
+    ti = FakeTaskInstance()
+    ti.xcom_push("apixo_task_id", "task_1")
+    return make_operator().resume_execution("execute_complete", {"event": event}, {"ti": ti})  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("status", ["timeout", "error"])
 def test_wait_without_outcome_is_not_retried_into_a_second_payment(status: str) -> None:
-    with pytest.raises(AirflowFailException, match="NanoBananaTaskSensor\\(apixo_task_id='task_1'\\)"):
-        make_operator().execute_complete({}, event(status, task_dict("processing")))  # type: ignore[arg-type]
+    with pytest.raises(AirflowFailException, match=r"NanoBananaTaskSensor\(apixo_task_id='task_1'\)"):
+        resume(event(status, task_dict("processing")))
 
 
 @pytest.mark.parametrize(
-    "bad_event", [{}, {"status": "weird", "apixo_task_id": "t"}, event("success", None), "success"]
+    "bad_event",
+    [
+        {},
+        {"status": "weird", "apixo_task_id": "t", "model": "nano-banana"},
+        {"status": "success", "apixo_task_id": "t"},
+        event("success", None),
+        event("success", task_dict("processing")),
+        event("failed", {**task_dict("failed", "NSFW"), "state": "exploded"}),
+        "success",
+    ],
 )
-def test_malformed_event_is_an_error(bad_event: Any) -> None:
-    with pytest.raises(Exception, match="event"):
-        make_operator().execute_complete({}, bad_event)  # type: ignore[arg-type]
+def test_malformed_event_fails_without_resubmitting(bad_event: Any) -> None:
+    with pytest.raises(
+        AirflowFailException,
+        match=r"ApixoMalformedResponseError: (Unexpected trigger event|Trigger event contradicts)",
+    ):
+        resume(bad_event)
 
 
-def test_templated_fields() -> None:
-    assert set(NanoBananaGenerateOperator.template_fields) >= {
-        "prompt",
-        "image_urls",
-        "mode",
-        "aspect_ratio",
-        "output_format",
-        "provider",
-        "callback_url",
-    }
+def test_transient_failure_event_stays_retryable() -> None:
+    with pytest.raises(ApixoTaskFailedError) as raised:
+        resume(event("failed", task_dict("failed", "GENERATION_FAILED")))
+
+    assert not isinstance(raised.value, AirflowFailException)
 
 
 @pytest.mark.parametrize("error", [TriggerFailureReason.TRIGGER_TIMEOUT, "the trigger crashed"])

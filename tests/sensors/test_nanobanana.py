@@ -101,3 +101,11 @@ def test_timeout_event_is_a_sensor_timeout() -> None:
 
     with pytest.raises(AirflowSensorTimeout, match="late"):
         make_sensor("t").execute_complete({}, event)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("task_id", ["", "None"])
+def test_missing_task_id_fails_before_any_request(task_id: str, emulator: EmulatorServer) -> None:
+    """A missing XCom renders as "None": that is not a task to wait for."""
+    with pytest.raises(AirflowFailException, match="apixo_task_id"):
+        make_sensor(task_id, deferrable=False).execute({})  # type: ignore[arg-type]
+    assert emulator.emulator.requests == []

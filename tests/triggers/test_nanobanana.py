@@ -5,11 +5,14 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+import pytest
+
+from airflow_provider_nanobanana.hooks import apixo
+from airflow_provider_nanobanana.hooks.apixo import RetryPolicy
 from airflow_provider_nanobanana.triggers.nanobanana import NanoBananaTaskTrigger
 from tests.conftest import apixo_connection
 
 if TYPE_CHECKING:
-    import pytest
     from airflow.triggers.base import TriggerEvent
 
     from airflow_provider_nanobanana.emulator import EmulatorServer
@@ -114,13 +117,24 @@ async def test_rejected_key_yields_error_without_retrying(
     assert emulator.emulator.request_count("GET") == reads_before + 1
 
 
-async def test_short_run_of_server_errors_is_tolerated(emulator: EmulatorServer) -> None:
+@pytest.fixture
+def single_attempt_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hooks that do not retry, so each server error reaches the trigger's own error budget."""
+    monkeypatch.setattr(apixo, "RetryPolicy", lambda: RetryPolicy(max_attempts=1))
+
+
+@pytest.mark.usefixtures("single_attempt_reads")
+@pytest.mark.parametrize(("errors", "status"), [(2, "success"), (3, "error")])
+async def test_error_budget_tolerates_shorter_runs_only(
+    emulator: EmulatorServer, errors: int, status: str
+) -> None:
     task_id = submit(emulator)
-    emulator.emulator.inject_http_errors(500, times=2, endpoint="status")
+    emulator.emulator.inject_http_errors(500, times=errors, endpoint="status")
 
-    (event,) = await run_to_end(make_trigger(task_id))
+    (event,) = await run_to_end(make_trigger(task_id, max_consecutive_errors=3))
 
-    assert event.payload["status"] == "success"
+    assert event.payload["status"] == status
+    assert emulator.emulator.request_count("GET") >= errors + (status == "success")
 
 
 async def test_running_twice_only_reads(emulator: EmulatorServer) -> None:
