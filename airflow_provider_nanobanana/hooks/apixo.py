@@ -28,7 +28,6 @@ from airflow_provider_nanobanana.exceptions import (
     ApixoAuthError,
     ApixoBadRequestError,
     ApixoError,
-    ApixoInputError,
     ApixoInsufficientBalanceError,
     ApixoMalformedResponseError,
     ApixoNotFoundError,
@@ -52,7 +51,12 @@ from airflow_provider_nanobanana.models import (
     parse_task_id,
     status_query,
 )
-from airflow_provider_nanobanana.polling import DEFAULT_MAX_CONSECUTIVE_ERRORS, PollOutcome, TaskPoller
+from airflow_provider_nanobanana.polling import (
+    DEFAULT_MAX_CONSECUTIVE_ERRORS,
+    PollOutcome,
+    TaskPoller,
+    check_seconds,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -99,7 +103,7 @@ class ConnectionSettings:
             base_url=_base_url(conn.host, conn.port),
             api_key=conn.password,
             provider=check_choice("extra.provider", extra.get("provider") or "auto", PROVIDERS),
-            timeout=_seconds("extra.timeout", timeout or extra.get("timeout") or DEFAULT_REQUEST_TIMEOUT),
+            timeout=_request_timeout(timeout or extra.get("timeout") or DEFAULT_REQUEST_TIMEOUT),
         )
 
     def client_options(self) -> dict[str, Any]:
@@ -113,14 +117,11 @@ class ConnectionSettings:
         }
 
 
-def _seconds(field: str, value: Any) -> float:
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        seconds = 0.0
-    if seconds <= 0:
-        raise ApixoInputError(field, f"must be a positive number of seconds; got {value!r}")
-    return seconds
+def _request_timeout(value: Any) -> float:
+    """The ``timeout`` extra: the UI may store it as text."""
+    with contextlib.suppress(TypeError, ValueError):
+        value = float(value)
+    return check_seconds("extra.timeout", value, minimum=0.1)
 
 
 def _base_url(host: str | None, port: int | None) -> str:
