@@ -32,8 +32,8 @@ if TYPE_CHECKING:
 class NanoBananaTaskSensor(BaseSensorOperator):
     """Wait for an existing APIXO task, e.g. one whose id came from XCom.
 
-    Same outcome rules as :class:`NanoBananaGenerateOperator`, and the same return value. It only
-    reads the task, so retrying it is always safe; it never cancels what it did not submit.
+    Returns what :class:`NanoBananaGenerateOperator` returns and treats a failed task the same way.
+    It only reads the task, so its retries are always safe; it never cancels what it did not submit.
 
     :param apixo_task_id: the APIXO task id. Templated.
     :param model: the model the task was created with (default ``nano-banana``). Templated.
