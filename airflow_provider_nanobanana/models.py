@@ -1,7 +1,7 @@
-"""The shapes of APIXO's task API: request bodies, task states, status answers and fail codes.
+"""The shapes of APIXO's task API: paths, envelopes, request bodies, task states and fail codes.
 
-This is the one module that knows field names such as ``taskId`` or ``resultJson``; the hook moves
-them over HTTP and the operators speak Airflow.
+This is the one module that knows names such as ``/statusTask``, ``taskId`` or ``resultJson``; the
+hook moves them over HTTP and the operators speak Airflow.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ OUTPUT_FORMATS = ("png", "jpeg")
 MAX_PROMPT_CHARS = 5000
 MAX_IMAGE_URLS = 5
 
-# Documented polling cadence for fast image models: first poll after 5-10 s, then every 3 s.
+# Documented polling cadence for fast image models: first poll after 5-10 s, then every 3 s, give up
+# after about 2 minutes. The default wait is longer: a scheduled batch can queue at the API.
 DEFAULT_INITIAL_DELAY = 5.0
 DEFAULT_POLL_INTERVAL = 3.0
 DEFAULT_TIMEOUT = 300.0
@@ -126,11 +127,7 @@ class TaskStatus:
     @classmethod
     def from_api(cls, data: Any) -> TaskStatus:
         """Parse the ``data`` object of a ``statusTask`` envelope."""
-        if not isinstance(data, Mapping):
-            raise ApixoMalformedResponseError(f"statusTask data is not an object: {data!r:.200}")
-        task_id = data.get("taskId")
-        if not isinstance(task_id, str) or not task_id:
-            raise ApixoMalformedResponseError(f"statusTask data has no taskId: {dict(data)!r:.200}")
+        task_id = _read_task_id(data, "statusTask")
         try:
             state = TaskState(str(data.get("state")))
         except ValueError:
@@ -205,10 +202,15 @@ def _optional_int(value: Any) -> int | None:
 
 
 def parse_task_id(data: Any) -> str:
-    """Read the task id from the ``data`` of a ``generateTask`` envelope (opaque: kept as a string)."""
+    """Read the task id from the ``data`` of a ``generateTask`` envelope."""
+    return _read_task_id(data, "generateTask")
+
+
+def _read_task_id(data: Any, endpoint: str) -> str:
+    """Task ids are opaque (``task_1234``, 32 hex digits, maybe a number): kept as strings."""
     task_id = data.get("taskId") if isinstance(data, Mapping) else None
     if isinstance(task_id, bool) or not isinstance(task_id, str | int) or task_id == "":
-        raise ApixoMalformedResponseError(f"generateTask answer has no taskId: {data!r:.200}")
+        raise ApixoMalformedResponseError(f"{endpoint} answer has no taskId: {data!r:.200}")
     return str(task_id)
 
 

@@ -577,6 +577,17 @@ def test_hex_task_ids_work(fake_api):
     assert status_route.call_count == 1
 
 
+def test_numeric_task_ids_are_kept_as_strings(fake_api):
+    mock, hook = fake_api
+    mock.post("/generateTask/nano-banana").respond(json=envelope({"taskId": 12345}))
+    mock.get("/statusTask/nano-banana", params={"taskId": "12345"}).respond(
+        json=envelope({"taskId": 12345, "state": "processing", "createTime": 1})
+    )
+    task_id = hook.submit_task(MODEL, T2I)
+    assert task_id == "12345"
+    assert hook.get_task_status(MODEL, task_id).task_id == "12345"
+
+
 def test_submit_sends_the_contract_body(fake_api):
     mock, hook = fake_api
     route = mock.post("/generateTask/nano-banana").respond(json=envelope({"taskId": "task_1"}))
