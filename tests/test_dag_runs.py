@@ -128,3 +128,20 @@ def test_bad_input_fails_before_any_request(emulator: EmulatorServer) -> None:
 
     assert state == "failed"
     assert emulator.emulator.requests == []
+
+
+def test_mapped_batch_generates_one_task_per_prompt(emulator: EmulatorServer) -> None:
+    dag_run = provider_dags.generate_mapped.test()
+
+    assert dag_run.state == "success"
+    assert sorted(task.prompt for task in emulator.emulator.tasks) == [
+        "a blue kite",
+        "a green kite",
+        "a red kite",
+    ]
+    with create_session() as session:
+        rows = session.query(XComModel).filter_by(dag_id="test_generate_mapped", run_id=dag_run.run_id).all()
+    results = [row.value for row in rows if row.key == "return_value"]
+    assert sorted(result["apixo_task_id"] for result in results) == sorted(
+        t.task_id for t in emulator.emulator.tasks
+    )

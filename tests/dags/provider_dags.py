@@ -63,3 +63,8 @@ with _dag("test_sensor_reschedule") as sensor_reschedule:
         poke_interval=1,
         timeout=30,
     )
+
+with _dag("test_generate_mapped") as generate_mapped:
+    NanoBananaGenerateOperator.partial(task_id="generate", **FAST).expand(
+        prompt=["a red kite", "a blue kite", "a green kite"]
+    )
