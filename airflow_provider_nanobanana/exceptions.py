@@ -113,7 +113,7 @@ class ApixoSubmissionUncertainError(ApixoError, AirflowFailException):
 class ApixoTaskFailedError(ApixoError):
     """The APIXO task ended in state ``failed`` for a transient reason: a new task may succeed."""
 
-    hint: ClassVar[str] = "a transient failure: a retry submits a new task"
+    hint: ClassVar[str] = "a transient failure: a new task may succeed"
 
     def __init__(self, task_id: str, fail_code: str | None, fail_message: str | None) -> None:
         code = fail_code or "no failCode"

@@ -339,6 +339,10 @@ def _check_mode(mode: str | None, image_urls: tuple[str, ...]) -> str:
     return mode
 
 
+# http callbacks are allowed to these, for the emulator and local tests only.
+_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
 def _check_callback(request_type: str | None, callback_url: str | None) -> str | None:
     if request_type is not None:
         check_choice("request_type", request_type, REQUEST_TYPES)
@@ -354,7 +358,3 @@ def _check_callback(request_type: str | None, callback_url: str | None) -> str |
             "callback_url", f"must be an https URL (http only on localhost); got {callback_url!r}"
         )
     return callback_url
-
-
-# http callbacks are allowed to these, for the emulator and local tests only.
-_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})

@@ -14,6 +14,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from airflow_provider_nanobanana.emulator import EmulatorServer, EmulatorSettings
+from airflow_provider_nanobanana.models import DEFAULT_BASE_URL
 
 ROOT = Path(__file__).resolve().parents[1]
 DAG_ID = "example_nanobanana_text_to_image"
@@ -42,7 +43,7 @@ def main() -> None:
     }
     with ExitStack() as stack:
         if api_key := os.environ.get("APIXO_API_KEY"):
-            host = os.environ.get("APIXO_BASE_URL", "https://api.apixo.ai/api/v1")
+            host = os.environ.get("APIXO_BASE_URL", DEFAULT_BASE_URL)
             env["AIRFLOW_CONN_APIXO_DEFAULT"] = json.dumps(
                 {"conn_type": "apixo", "host": host, "password": api_key}
             )
