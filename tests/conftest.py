@@ -44,6 +44,7 @@ os.environ.update(
     }
 )
 
+from airflow_provider_nanobanana import pacing  # noqa: E402
 from airflow_provider_nanobanana.emulator import EmulatorServer, EmulatorSettings  # noqa: E402
 
 if TYPE_CHECKING:
@@ -74,6 +75,12 @@ def emulator(emulator_server: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("AIRFLOW_CONN_APIXO_DEFAULT", apixo_connection(emulator_server.base_url))
     yield emulator_server
     settings.generation_seconds, settings.pending_seconds, settings.latency_seconds = saved
+
+
+@pytest.fixture(autouse=True)
+def fresh_request_budgets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test starts with full budgets and no pause: tests share the emulator's key."""
+    monkeypatch.setattr(pacing, "_pacers", {})
 
 
 @pytest.fixture(scope="session")

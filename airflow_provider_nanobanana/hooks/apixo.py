@@ -5,6 +5,10 @@ reads always; task submissions only when APIXO provably did not take them (the c
 made, or it answered 429, or 503 with ``Retry-After``). A submission that may have reached APIXO
 without a usable answer raises :class:`ApixoSubmissionUncertainError` instead, so a paid task is
 never created twice by the hook.
+
+Every request of a process on the same key shares one kept-alive client per event loop
+(:mod:`.clients`) and one request budget (:mod:`..pacing`); waits for tasks read in the order that
+:mod:`..scheduling` plans from what finished tasks took.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from airflow_provider_nanobanana.exceptions import (
     ApixoAuthError,
     ApixoBadRequestError,
     ApixoError,
+    ApixoInputError,
     ApixoInsufficientBalanceError,
     ApixoMalformedResponseError,
     ApixoNotFoundError,
@@ -36,6 +41,7 @@ from airflow_provider_nanobanana.exceptions import (
     ApixoSubmissionUncertainError,
     ApixoTransportError,
 )
+from airflow_provider_nanobanana.hooks.clients import CLIENTS, AsyncClient, SyncClient
 from airflow_provider_nanobanana.models import (
     BALANCE_PATH,
     DEFAULT_BASE_URL,
@@ -51,20 +57,32 @@ from airflow_provider_nanobanana.models import (
     parse_task_id,
     status_query,
 )
+from airflow_provider_nanobanana.pacing import (
+    APIXO_REQUESTS_PER_MINUTE,
+    DEFAULT_REQUESTS_PER_MINUTE,
+    PacerConfig,
+    RequestPacer,
+    key_fingerprint,
+    pacer_for,
+)
 from airflow_provider_nanobanana.polling import (
     DEFAULT_MAX_CONSECUTIVE_ERRORS,
+    OutcomeStatus,
     PollOutcome,
     TaskPoller,
     check_seconds,
 )
+from airflow_provider_nanobanana.scheduling import DURATIONS, PollTicket, scheduler_for
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Coroutine, Mapping
 
     from airflow.sdk import Connection
     from tenacity import RetryCallState
 
 DEFAULT_REQUEST_TIMEOUT = 30.0
+DEFAULT_MAX_IN_FLIGHT = 64
+REDIS_SCHEMES = ("redis", "rediss")
 
 
 @dataclass(frozen=True)
@@ -91,6 +109,9 @@ class ConnectionSettings:
     api_key: str = field(repr=False)
     provider: str
     timeout: float
+    requests_per_minute: int = DEFAULT_REQUESTS_PER_MINUTE
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    rate_limit_storage: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_connection(cls, conn: Connection, timeout: float | None = None) -> ConnectionSettings:
@@ -104,7 +125,29 @@ class ConnectionSettings:
             api_key=conn.password,
             provider=check_choice("extra.provider", extra.get("provider") or "auto", PROVIDERS),
             timeout=_request_timeout(timeout or extra.get("timeout") or DEFAULT_REQUEST_TIMEOUT),
+            requests_per_minute=_whole_number(
+                "extra.requests_per_minute",
+                extra.get("requests_per_minute") or DEFAULT_REQUESTS_PER_MINUTE,
+                maximum=APIXO_REQUESTS_PER_MINUTE,
+            ),
+            max_in_flight=_whole_number(
+                "extra.max_in_flight", extra.get("max_in_flight") or DEFAULT_MAX_IN_FLIGHT, maximum=1000
+            ),
+            rate_limit_storage=_storage_uri(extra.get("rate_limit_storage")),
         )
+
+    @property
+    def fingerprint(self) -> str:
+        """Names this key at this API in registries and Redis: a hash, never the key."""
+        return key_fingerprint(self.base_url, self.api_key)
+
+    @property
+    def client_key(self) -> tuple[str, float, int]:
+        """Hooks whose settings give the same key share one client."""
+        return (self.fingerprint, self.timeout, self.max_in_flight)
+
+    def pacer_config(self) -> PacerConfig:
+        return PacerConfig(self.fingerprint, self.requests_per_minute, self.rate_limit_storage)
 
     def client_options(self) -> dict[str, Any]:
         return {
@@ -115,6 +158,27 @@ class ConnectionSettings:
             },
             "timeout": httpx.Timeout(self.timeout),
         }
+
+
+def _whole_number(field: str, value: Any, *, maximum: int) -> int:
+    """A whole number from 1 to ``maximum``; the UI may store it as text."""
+    with contextlib.suppress(TypeError, ValueError):
+        value = int(str(value))
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
+        raise ApixoInputError(field, f"must be a whole number from 1 to {maximum}; got {value!r}")
+    return value
+
+
+def _storage_uri(value: Any) -> str | None:
+    """``rate_limit_storage``: empty for this process's memory, else a Redis URL (never echoed back:
+    it may hold a password)."""
+    if not value:
+        return None
+    if not isinstance(value, str) or urlsplit(value).scheme not in REDIS_SCHEMES:
+        raise ApixoInputError(
+            "extra.rate_limit_storage", "must be empty or a redis:// or rediss:// URL (redis://host:6379/0)"
+        )
+    return value
 
 
 def _request_timeout(value: Any) -> float:
@@ -140,10 +204,14 @@ def _base_url(host: str | None, port: int | None) -> str:
 class ApixoHook(BaseHook):
     """Talks to APIXO's task API: submit a task for any model, read its status, wait for it.
 
-    One ``httpx.Client`` and one ``httpx.AsyncClient`` per hook, kept alive across calls.
+    Hooks on the same key share one kept-alive ``httpx.Client`` per process and one
+    ``httpx.AsyncClient`` per event loop, and every request waits for its turn in the key's budget.
+    Close a hook (:meth:`close`, :meth:`aclose`) when done with it: the last one closes the client.
 
-    :param apixo_conn_id: the ``apixo`` connection: base URL in host, API key in password,
-        extras ``provider`` (default routing) and ``timeout`` (seconds per request).
+    :param apixo_conn_id: the ``apixo`` connection: base URL in host, API key in password, extras
+        ``provider`` (default routing), ``timeout`` (seconds per request), ``requests_per_minute``
+        (this process's budget for the key), ``max_in_flight`` (requests sent at once) and
+        ``rate_limit_storage`` (a Redis URL that shares the budget between processes).
     :param retry_policy: how transient failures are retried.
     :param timeout: per-request timeout in seconds, overriding the connection's.
     """
@@ -165,44 +233,73 @@ class ApixoHook(BaseHook):
         self.retry_policy = retry_policy or RetryPolicy()
         self.timeout = timeout
         self._settings: ConnectionSettings | None = None
-        self._client: httpx.Client | None = None
-        self._async_client: httpx.AsyncClient | None = None
+        self._pacer: RequestPacer | None = None
+        self._shared: SyncClient | None = None
+        self._ashared: AsyncClient | None = None
+        self._ashared_loop: asyncio.AbstractEventLoop | None = None
 
     # -- clients ---------------------------------------------------------------------------------
 
     def get_conn(self) -> httpx.Client:
-        """The hook's sync client, created on first use."""
-        if self._client is None:
-            self._settings = ConnectionSettings.from_connection(
-                self.get_connection(self.apixo_conn_id), self.timeout
-            )
-            self._client = httpx.Client(**self._settings.client_options())
-        return self._client
+        """The process's sync client for this connection's key, leased on first use."""
+        return self._sync_client().client
 
     async def aget_conn(self) -> httpx.AsyncClient:
-        """The hook's async client; the connection is looked up without blocking the event loop."""
-        if self._async_client is None:
-            conn = await self.aget_connection(self.apixo_conn_id)
-            self._settings = ConnectionSettings.from_connection(conn, self.timeout)
-            self._async_client = httpx.AsyncClient(**self._settings.client_options())
-        return self._async_client
+        """The running loop's client for this key; the connection is looked up without blocking."""
+        return (await self._async_client()).client
 
     @property
     def settings(self) -> ConnectionSettings:
+        """The connection's settings; a sync lookup, so never from inside an event loop."""
         if self._settings is None:
-            self.get_conn()
+            conn = self.get_connection(self.apixo_conn_id)
+            self._use(ConnectionSettings.from_connection(conn, self.timeout))
         assert self._settings is not None
         return self._settings
 
+    @property
+    def pacer(self) -> RequestPacer:
+        """The request budget of this connection's key, shared by the whole process."""
+        if self._pacer is None:
+            self._pacer = pacer_for(self.settings.pacer_config())
+        return self._pacer
+
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        """Let go of the sync client (closed once no hook of the process uses it)."""
+        if self._shared is not None:
+            self._shared = None
+            CLIENTS.release(self.settings.client_key)
 
     async def aclose(self) -> None:
-        if self._async_client is not None:
-            await self._async_client.aclose()
-            self._async_client = None
+        """Let go of the async client (closed once no hook of the loop uses it)."""
+        if self._ashared is not None:
+            self._ashared = None
+            if self._ashared_loop is asyncio.get_running_loop():
+                await CLIENTS.arelease(self.settings.client_key)
+
+    def _use(self, settings: ConnectionSettings) -> None:
+        self._settings = settings
+        self._pacer = pacer_for(settings.pacer_config())
+
+    def _sync_client(self) -> SyncClient:
+        if self._shared is None:
+            settings = self.settings
+            options = settings.client_options()
+            self._shared = CLIENTS.lease(settings.client_key, options, settings.max_in_flight)
+        return self._shared
+
+    async def _async_client(self) -> AsyncClient:
+        loop = asyncio.get_running_loop()
+        if self._ashared is None or self._ashared_loop is not loop:
+            if self._settings is None:
+                conn = await self.aget_connection(self.apixo_conn_id)
+                self._use(ConnectionSettings.from_connection(conn, self.timeout))
+            settings = self.settings
+            self._ashared = CLIENTS.alease(
+                settings.client_key, settings.client_options(), settings.max_in_flight
+            )
+            self._ashared_loop = loop
+        return self._ashared
 
     # -- the API ---------------------------------------------------------------------------------
 
@@ -215,18 +312,42 @@ class ApixoHook(BaseHook):
         callback_url: str | None = None,
     ) -> str:
         """Create a task and return its id. Resent only when APIXO provably did not take it."""
+        self._sync_client()
+        path, what, body = self._submission(model, task_input, provider, callback_url)
+        try:
+            return self._submitted(model, what, self._call("POST", path, what=what, json=body))
+        except ApixoMalformedResponseError as error:
+            raise ApixoSubmissionUncertainError(what, str(error)) from error
+
+    async def asubmit_task(
+        self,
+        model: str,
+        task_input: Mapping[str, Any],
+        *,
+        provider: str | None = None,
+        callback_url: str | None = None,
+    ) -> str:
+        """Async :meth:`submit_task`."""
+        await self._async_client()
+        path, what, body = self._submission(model, task_input, provider, callback_url)
+        try:
+            return self._submitted(model, what, await self._acall("POST", path, what=what, json=body))
+        except ApixoMalformedResponseError as error:
+            raise ApixoSubmissionUncertainError(what, str(error)) from error
+
+    def _submission(
+        self, model: str, task_input: Mapping[str, Any], provider: str | None, callback_url: str | None
+    ) -> tuple[str, str, dict[str, Any]]:
         check_model_id(model)
         if provider is not None:
             check_choice("provider", provider, PROVIDERS)
         body = build_task_body(
             task_input, provider=provider or self.settings.provider, callback_url=callback_url
         )
-        what = f"Submitting a {model} task"
-        try:
-            data = self._call("POST", SUBMIT_PATH.format(model=model), what=what, json=body)
-            task_id = parse_task_id(data)
-        except ApixoMalformedResponseError as error:
-            raise ApixoSubmissionUncertainError(what, str(error)) from error
+        return SUBMIT_PATH.format(model=model), f"Submitting a {model} task", body
+
+    def _submitted(self, model: str, what: str, data: Any) -> str:
+        task_id = parse_task_id(data)
         self.log.info("Submitted APIXO %s task %s", model, task_id)
         return task_id
 
@@ -238,9 +359,13 @@ class ApixoHook(BaseHook):
 
     async def aget_task_status(self, model: str, task_id: str) -> TaskStatus:
         """Async :meth:`get_task_status`, for triggers."""
+        return await self._aread_status(model, task_id, granted=False)
+
+    async def _aread_status(self, model: str, task_id: str, *, granted: bool) -> TaskStatus:
         check_model_id(model)
         path, what = STATUS_PATH.format(model=model), f"Reading APIXO task {task_id}"
-        return TaskStatus.from_api(await self._acall("GET", path, what=what, params=status_query(task_id)))
+        data = await self._acall("GET", path, what=what, granted=granted, params=status_query(task_id))
+        return TaskStatus.from_api(data)
 
     def wait_for_task(
         self,
@@ -252,7 +377,10 @@ class ApixoHook(BaseHook):
         deadline: float,
         max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS,
     ) -> PollOutcome:
-        """Poll until the task ends, a run of errors exhausts the budget, or ``deadline`` (Unix time)."""
+        """Poll until the task ends, a run of errors exhausts the budget, or ``deadline`` (Unix time).
+
+        Blocking, at a fixed cadence; every read still waits for its turn in the key's budget.
+        """
         poller = TaskPoller(model, task_id, deadline, max_consecutive_errors, self.log)
         delay = initial_delay
         while True:
@@ -262,7 +390,7 @@ class ApixoHook(BaseHook):
             except ApixoError as error:
                 answer = error
             if outcome := poller.observe(answer):
-                return outcome
+                return _learned(outcome)
             delay = poll_interval
 
     async def await_task(
@@ -274,22 +402,35 @@ class ApixoHook(BaseHook):
         poll_interval: float,
         deadline: float,
         max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS,
+        submitted_at: float | None = None,
     ) -> PollOutcome:
-        """Async :meth:`wait_for_task`, for triggers; a hanging read cannot outlast the deadline much."""
+        """Async :meth:`wait_for_task`, for triggers: each read is granted by the key's scheduler.
+
+        ``poll_interval`` is the least gap between two reads of this task; with budget to spare it is
+        the gap. A hanging read cannot outlast the deadline much.
+
+        :param submitted_at: Unix time of the submission (default now), from which ``initial_delay``
+            counts.
+        """
+        await self._async_client()
         poller = TaskPoller(model, task_id, deadline, max_consecutive_errors, self.log)
-        delay = initial_delay
+        ticket = PollTicket(model, submitted_at or time.time(), initial_delay, poll_interval)
+        scheduler = scheduler_for(self.pacer)
         while True:
-            await asyncio.sleep(poller.sleep_time(delay))
+            granted = await _turn_before(scheduler.turn(ticket), deadline)
             try:
                 async with asyncio.timeout(poller.read_budget()):
-                    answer: TaskStatus | ApixoError = await self.aget_task_status(model, task_id)
+                    answer: TaskStatus | ApixoError = await self._aread_status(
+                        model, task_id, granted=granted
+                    )
             except ApixoError as error:
                 answer = error
             except TimeoutError:
                 answer = ApixoTransportError(f"Reading APIXO task {task_id} did not finish by the deadline")
+            created = answer.create_time if isinstance(answer, TaskStatus) else None
+            ticket.read(time.time(), None if created is None else created / 1000)
             if outcome := poller.observe(answer):
-                return outcome
-            delay = poll_interval
+                return _learned(outcome)
 
     def test_connection(self) -> tuple[bool, str]:
         """A cheap authenticated call or two, for the UI's Test button; no retries.
@@ -313,6 +454,8 @@ class ApixoHook(BaseHook):
             return False, f"APIXO rejected the API key: {error}"
         except ApixoError as error:
             return False, str(error)
+        finally:
+            self.close()
         return True, f"Connected to {base_url}: the API key is valid"
 
     def _require_key(self, path: str, **kwargs: Any) -> None:
@@ -332,32 +475,59 @@ class ApixoHook(BaseHook):
     # -- transport -------------------------------------------------------------------------------
 
     def _call(self, method: str, path: str, *, what: str, attempts: int | None = None, **kwargs: Any) -> Any:
-        client = self.get_conn()
-        retrying = Retrying(**self._retry_options(what, attempts))
-        return retrying(self._send, client, method, path, what, kwargs)
+        shared, pacer = self._sync_client(), self.pacer
+
+        def attempt() -> Any:
+            pacer.acquire()
+            with shared.slots:
+                try:
+                    response = shared.client.request(method, path, **kwargs)
+                except httpx.HTTPError as error:
+                    raise _transport_error(error, method, what) from error
+            return self._checked(response, what)
+
+        return Retrying(**self._retry_options(what, attempts))(attempt)
 
     async def _acall(
-        self, method: str, path: str, *, what: str, attempts: int | None = None, **kwargs: Any
+        self,
+        method: str,
+        path: str,
+        *,
+        what: str,
+        attempts: int | None = None,
+        granted: bool = False,
+        **kwargs: Any,
     ) -> Any:
-        client = await self.aget_conn()
-        retrying = AsyncRetrying(**self._retry_options(what, attempts))
-        return await retrying(self._asend, client, method, path, what, kwargs)
+        """One request with retries; ``granted``: the first attempt's turn in the budget is already
+        taken (by the scheduler)."""
+        shared, pacer = await self._async_client(), self.pacer
+        turn_taken = granted
 
-    def _send(self, client: httpx.Client, method: str, path: str, what: str, kwargs: dict[str, Any]) -> Any:
-        try:
-            response = client.request(method, path, **kwargs)
-        except httpx.HTTPError as error:
-            raise _transport_error(error, method, what) from error
-        return _read_envelope(response, what)
+        async def attempt() -> Any:
+            nonlocal turn_taken
+            if not turn_taken:
+                await pacer.aacquire()
+            turn_taken = False
+            async with shared.slots:
+                try:
+                    response = await shared.client.request(method, path, **kwargs)
+                except httpx.HTTPError as error:
+                    raise _transport_error(error, method, what) from error
+            return self._checked(response, what)
 
-    async def _asend(
-        self, client: httpx.AsyncClient, method: str, path: str, what: str, kwargs: dict[str, Any]
-    ) -> Any:
+        return await AsyncRetrying(**self._retry_options(what, attempts))(attempt)
+
+    def _checked(self, response: httpx.Response, what: str) -> Any:
+        """The envelope's data; an answer that asks to slow down pauses the whole key first."""
         try:
-            response = await client.request(method, path, **kwargs)
-        except httpx.HTTPError as error:
-            raise _transport_error(error, method, what) from error
-        return _read_envelope(response, what)
+            return _read_envelope(response, what)
+        except ApixoApiError as error:
+            if isinstance(error, ApixoRateLimitError) or error.retry_after is not None:
+                retry_after = error.retry_after
+                self.pacer.pause(
+                    None if retry_after is None else min(retry_after, self.retry_policy.max_wait)
+                )
+            raise
 
     def _retry_options(self, what: str, attempts: int | None) -> dict[str, Any]:
         policy = self.retry_policy
@@ -380,6 +550,24 @@ class ApixoHook(BaseHook):
             "before_sleep": log_retry,
             "reraise": True,
         }
+
+
+async def _turn_before(turn: Coroutine[Any, Any, None], deadline: float) -> bool:
+    """Wait for a scheduled read until the deadline; False when the deadline came first (the last
+    read then waits for the budget like any other request)."""
+    try:
+        async with asyncio.timeout(max(0.0, deadline - time.time())):
+            await turn
+    except TimeoutError:
+        return False
+    return True
+
+
+def _learned(outcome: PollOutcome) -> PollOutcome:
+    """Teach the process's duration estimates from a successful task."""
+    if outcome.status is OutcomeStatus.SUCCESS and outcome.task is not None:
+        DURATIONS.observe_task(outcome.model, outcome.task)
+    return outcome
 
 
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)

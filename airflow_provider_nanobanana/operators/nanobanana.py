@@ -123,6 +123,7 @@ class NanoBananaGenerateOperator(BaseOperator):
         return ApixoHook(self.apixo_conn_id)
 
     def execute(self, context: Context) -> Any:
+        submitted_at = time.time()
         task_id = self._submit(self._validated_request())
         with self._paid_for(task_id):
             context["ti"].xcom_push(key=XCOM_TASK_ID_KEY, value=task_id)
@@ -139,6 +140,7 @@ class NanoBananaGenerateOperator(BaseOperator):
                         poll_interval=self.poll_interval,
                         initial_delay=self.initial_delay,
                         max_consecutive_errors=self.max_consecutive_errors,
+                        submitted_at=submitted_at,
                     ),
                     method_name=self.execute_complete.__name__,
                     timeout=timedelta(seconds=self.timeout) + DEFER_TIMEOUT_GRACE,

@@ -73,7 +73,10 @@ class NanoBananaTaskSensor(BaseSensorOperator):
             rule = f"is empty ({self.apixo_task_id!r}): did the upstream task push it to XCom?"
             raise ApixoInputError("apixo_task_id", rule)
         if not self.deferrable:
-            return super().execute(context)
+            try:
+                return super().execute(context)
+            finally:
+                self.hook.close()
         self.defer(
             trigger=NanoBananaTaskTrigger(
                 apixo_task_id=self.apixo_task_id,

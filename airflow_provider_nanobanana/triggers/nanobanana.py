@@ -19,14 +19,19 @@ class NanoBananaTaskTrigger(BaseTrigger):
 
     It only reads: submitting happens on the worker, so running this trigger twice is harmless.
     Its kwargs hold ids and settings; the API key is looked up from the connection at run time.
+    Every trigger of the triggerer on the same key shares one client and one request budget, and
+    reads when the key's scheduler gives it a turn (see :mod:`airflow_provider_nanobanana.scheduling`).
 
     :param apixo_task_id: the task to wait for.
     :param end_time: Unix time at which to give up with a ``timeout`` event.
     :param model: the model the task was created with.
     :param apixo_conn_id: the ``apixo`` connection.
-    :param poll_interval: seconds between polls.
-    :param initial_delay: seconds before the first poll.
+    :param poll_interval: the least gap between two polls, in seconds (the gap while the budget
+        has room).
+    :param initial_delay: seconds before the first poll, counted from ``submitted_at``.
     :param max_consecutive_errors: failed polls in a row that end the wait with an ``error`` event.
+    :param submitted_at: Unix time of the submission; None (as serialised by older versions) means
+        when the trigger starts.
     """
 
     def __init__(
@@ -39,6 +44,7 @@ class NanoBananaTaskTrigger(BaseTrigger):
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         initial_delay: float = 0.0,
         max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS,
+        submitted_at: float | None = None,
     ) -> None:
         super().__init__()
         self.apixo_task_id = apixo_task_id
@@ -48,6 +54,7 @@ class NanoBananaTaskTrigger(BaseTrigger):
         self.poll_interval = poll_interval
         self.initial_delay = initial_delay
         self.max_consecutive_errors = max_consecutive_errors
+        self.submitted_at = submitted_at
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -60,6 +67,7 @@ class NanoBananaTaskTrigger(BaseTrigger):
                 "poll_interval": self.poll_interval,
                 "initial_delay": self.initial_delay,
                 "max_consecutive_errors": self.max_consecutive_errors,
+                "submitted_at": self.submitted_at,
             },
         )
 
@@ -73,6 +81,7 @@ class NanoBananaTaskTrigger(BaseTrigger):
                 poll_interval=self.poll_interval,
                 deadline=self.end_time,
                 max_consecutive_errors=self.max_consecutive_errors,
+                submitted_at=self.submitted_at,
             )
         finally:
             await hook.aclose()

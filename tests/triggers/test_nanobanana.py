@@ -48,6 +48,7 @@ def test_serialize_round_trips_ids_and_settings_only() -> None:
         poll_interval=5.0,
         initial_delay=10.0,
         max_consecutive_errors=4,
+        submitted_at=1_899_999_990.25,
     )
 
     path, kwargs = trigger.serialize()
@@ -61,8 +62,26 @@ def test_serialize_round_trips_ids_and_settings_only() -> None:
         "poll_interval": 5.0,
         "initial_delay": 10.0,
         "max_consecutive_errors": 4,
+        "submitted_at": 1_899_999_990.25,
     }
     assert NanoBananaTaskTrigger(**kwargs).serialize() == (path, kwargs)
+
+
+def test_kwargs_serialised_by_the_first_release_still_load() -> None:
+    """A triggerer re-creates triggers that an older deployed version serialised."""
+    first_release = {
+        "apixo_task_id": "task_abc",
+        "end_time": 1_900_000_000.5,
+        "model": "nano-banana",
+        "apixo_conn_id": "apixo_default",
+        "poll_interval": 3.0,
+        "initial_delay": 5.0,
+        "max_consecutive_errors": 5,
+    }
+
+    _, kwargs = NanoBananaTaskTrigger(**first_release).serialize()
+
+    assert kwargs == {**first_release, "submitted_at": None}
 
 
 async def test_success_yields_one_event_with_the_result(emulator: EmulatorServer) -> None:

@@ -1,0 +1,196 @@
+"""RequestPacer: one request budget per APIXO key, shared by every request of the process.
+
+APIXO allows 10,000 requests per rolling minute per key. A request beyond the budget waits here
+instead of being sent into a 429, and a 429 (or any ``Retry-After``) pauses every request of the key,
+not only the one that met it. Waiters are served in arrival order, so no caller starves.
+
+The budget is a moving window kept by the ``limits`` library, chosen over ``aiolimiter`` because it
+counts exactly what the API counts (requests in any 60 s), serves sync and async callers with one
+algorithm, and keeps the same window in Redis when several processes (triggerers, workers) spend one
+key's budget. In process memory by default; ``rate_limit_storage: redis://...`` to share it.
+Registry and Redis key names carry a hash of the API key, never the key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import threading
+import time
+import weakref
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from limits import RateLimitItemPerMinute, storage, strategies
+from limits.aio import strategies as aio_strategies
+from limits.aio.storage import RedisStorage
+from limits.errors import StorageError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+APIXO_REQUESTS_PER_MINUTE = 10_000
+DEFAULT_REQUESTS_PER_MINUTE = 9_000
+"""A tenth under the API's limit: room for clock skew and requests the process does not see."""
+DEFAULT_PAUSE_SECONDS = 1.0
+"""How long a 429 without ``Retry-After`` pauses the key."""
+MAX_PAUSE_SECONDS = 60.0
+_MIN_WAIT = 0.001
+
+
+def key_fingerprint(base_url: str, api_key: str) -> str:
+    """A stable, non-reversible name for one key at one API: what registries and Redis see."""
+    return hashlib.sha256(f"{base_url}\0{api_key}".encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class PacerConfig:
+    """What decides which pacer a request uses: the key (as its fingerprint) and the budget."""
+
+    fingerprint: str
+    requests_per_minute: int = DEFAULT_REQUESTS_PER_MINUTE
+    storage_uri: str | None = field(default=None, repr=False)
+    """None keeps the budget in process memory; ``redis://host:port/db`` shares it."""
+
+
+class RequestPacer:
+    """The request budget of one key: sync and async callers wait their turn here.
+
+    :param config: the key's fingerprint, budget and storage.
+    :param clock: Unix time; tests pass a fake one (with ``sleep``).
+    :param sleep: how a sync caller waits.
+    """
+
+    def __init__(
+        self,
+        config: PacerConfig,
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.config = config
+        self._item = RateLimitItemPerMinute(config.requests_per_minute)
+        self._clock = clock
+        self._sleep = sleep
+        self._paused_until = 0.0
+        self._storage_warned_until = 0.0
+        self._thread_turn = threading.Lock()
+        self._limiter = strategies.MovingWindowRateLimiter(_sync_storage(config.storage_uri))
+        self._async_parts: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _AsyncParts] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    @property
+    def requests_per_minute(self) -> int:
+        return self.config.requests_per_minute
+
+    def pause(self, seconds: float | None) -> None:
+        """APIXO said slow down: hold every request of this key for ``seconds`` (default 1 s)."""
+        wait = min(MAX_PAUSE_SECONDS, DEFAULT_PAUSE_SECONDS if seconds is None else seconds)
+        until = self._clock() + wait
+        if until > self._paused_until:
+            self._paused_until = until
+            log.warning("APIXO asked to slow down: pausing requests of this key for %.1f s", wait)
+
+    def acquire(self) -> None:
+        """Block until one request may be sent (for the worker's sync calls)."""
+        with self._thread_turn:
+            while (wait := self._take()) > 0:
+                self._sleep(wait)
+
+    async def aacquire(self) -> None:
+        """Wait until one request may be sent, without blocking the event loop."""
+        parts = self._parts_for(asyncio.get_running_loop())
+        async with parts.turn:
+            while (wait := await parts.take()) > 0:
+                await asyncio.sleep(wait)
+
+    def _take(self) -> float:
+        """Take one request from the budget; 0 when taken, else how long to wait before trying again."""
+        if (paused := self._paused_left()) > 0:
+            return paused
+        try:
+            if self._limiter.hit(self._item, self.config.fingerprint):
+                return 0.0
+            stats = self._limiter.get_window_stats(self._item, self.config.fingerprint)
+        except StorageError as error:
+            return self._storage_failed(error)
+        return self._until_free(stats.reset_time)
+
+    def _paused_left(self) -> float:
+        return self._paused_until - self._clock()
+
+    def _until_free(self, reset_time: float) -> float:
+        return max(_MIN_WAIT, reset_time - self._clock())
+
+    def _storage_failed(self, error: StorageError) -> float:
+        """The shared budget cannot be reached: send anyway (APIXO's 429s still pause the key)."""
+        now = self._clock()
+        if now >= self._storage_warned_until:
+            self._storage_warned_until = now + MAX_PAUSE_SECONDS
+            log.warning("The shared request budget is unreachable, requests go unpaced: %s", error)
+        return 0.0
+
+    def _parts_for(self, loop: asyncio.AbstractEventLoop) -> _AsyncParts:
+        """An asyncio lock (FIFO turns) and, for Redis, an async client: both belong to one loop."""
+        parts = self._async_parts.get(loop)
+        if parts is None:
+            parts = _AsyncParts(self)
+            self._async_parts[loop] = parts
+        return parts
+
+
+class _AsyncParts:
+    """The loop-bound half of a pacer."""
+
+    def __init__(self, pacer: RequestPacer) -> None:
+        self.pacer = pacer
+        self.turn = asyncio.Lock()
+        uri = pacer.config.storage_uri
+        self._limiter = None if uri is None else _async_limiter(uri)
+
+    async def take(self) -> float:
+        pacer = self.pacer
+        if self._limiter is None:  # in memory: the sync limiter never blocks
+            return pacer._take()
+        if (paused := pacer._paused_left()) > 0:
+            return paused
+        try:
+            if await self._limiter.hit(pacer._item, pacer.config.fingerprint):
+                return 0.0
+            stats = await self._limiter.get_window_stats(pacer._item, pacer.config.fingerprint)
+        except StorageError as error:
+            return pacer._storage_failed(error)
+        return pacer._until_free(stats.reset_time)
+
+
+REDIS_KEY_PREFIX = "apixo-budget"
+
+
+def _sync_storage(uri: str | None) -> storage.Storage:
+    if uri is None:
+        return storage.MemoryStorage()
+    return storage.RedisStorage(uri, key_prefix=REDIS_KEY_PREFIX, wrap_exceptions=True)
+
+
+def _async_limiter(uri: str) -> aio_strategies.MovingWindowRateLimiter:
+    redis = RedisStorage(
+        f"async+{uri}", implementation="redispy", key_prefix=REDIS_KEY_PREFIX, wrap_exceptions=True
+    )
+    return aio_strategies.MovingWindowRateLimiter(redis)
+
+
+_pacers: dict[PacerConfig, RequestPacer] = {}
+_pacers_lock = threading.Lock()
+
+
+def pacer_for(config: PacerConfig) -> RequestPacer:
+    """The process's pacer for this key and budget: every hook on the same key gets the same one."""
+    with _pacers_lock:
+        pacer = _pacers.get(config)
+        if pacer is None:
+            pacer = _pacers[config] = RequestPacer(config)
+        return pacer

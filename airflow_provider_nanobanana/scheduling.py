@@ -1,0 +1,251 @@
+"""Poll timing that learns: which waiting task reads its status next, and when.
+
+A thousand tasks in flight on one key finish about sixty a second; submissions take a third of the
+key's budget and leave less than two status reads per task. Reads are then scarce, and who gets the
+next one decides how late a finished task is noticed. :class:`ReadPlanner` decides:
+
+- A task may be read once its cadence allows (``initial_delay`` after submission, then no more often
+  than every ``poll_interval``). With budget to spare every such read is granted at once: the
+  behaviour of a fixed cadence.
+- When the budget binds, the next read goes to the task that has gone *unseen the longest while it
+  could have finished*: time since its last read, or since the earliest moment a task of its model
+  has been seen to finish, whichever is later. Reads before that moment are almost surely wasted;
+  after it, serving the stalest first evens out the gaps between reads, which is what keeps the
+  worst detection delays low. Nobody starves: every waiting task's staleness grows until it is first.
+
+:class:`DurationEstimates` learns that earliest moment per model from finished tasks.
+:class:`PollScheduler` is the asyncio glue: one per key and event loop, it takes a request from the
+key's pacer and hands it to the planner's choice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import threading
+import time
+import weakref
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from airflow_provider_nanobanana.models import TaskStatus
+    from airflow_provider_nanobanana.pacing import RequestPacer
+
+EARLIEST_QUANTILE = 0.01
+"""Which quantile of recent durations counts as "the earliest a task finishes"."""
+MIN_SAMPLES = 20
+"""Finished tasks of a model seen before its durations are trusted."""
+WINDOW = 512
+"""Recent durations kept per model: old enough to be stable, young enough to follow a change."""
+
+
+class DurationEstimates:
+    """Recent durations of finished tasks per model (creation to completion), thread-safe."""
+
+    def __init__(self, window: int = WINDOW, min_samples: int = MIN_SAMPLES) -> None:
+        self._window = window
+        self._min_samples = min_samples
+        self._samples: dict[str, deque[float]] = {}
+        self._earliest: dict[str, float] = {}
+        self._fresh: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def observe(self, model: str, seconds: float) -> None:
+        with self._lock:
+            samples = self._samples.setdefault(model, deque(maxlen=self._window))
+            samples.append(seconds)
+            self._fresh[model] = self._fresh.get(model, 0) + 1
+            # Re-sorting on every sample would cost more than it tells: refresh every 1/16 window.
+            if len(samples) >= self._min_samples and (
+                model not in self._earliest or self._fresh[model] >= self._window // 16
+            ):
+                ordered = sorted(samples)
+                self._earliest[model] = ordered[int(EARLIEST_QUANTILE * (len(ordered) - 1))]
+                self._fresh[model] = 0
+
+    def observe_task(self, model: str, task: TaskStatus) -> None:
+        """Learn from a finished task: ``completeTime - createTime``, else ``costTime``."""
+        if task.complete_time is not None and task.create_time is not None:
+            millis: int | None = task.complete_time - task.create_time
+        else:
+            millis = task.cost_time
+        if millis is not None and millis >= 0:
+            self.observe(model, millis / 1000)
+
+    def earliest(self, model: str) -> float | None:
+        """Seconds after creation before which a task of ``model`` has hardly ever finished; None
+        until enough tasks were seen."""
+        return self._earliest.get(model)
+
+
+DURATIONS = DurationEstimates()
+"""The process's estimates: every wait learns from every other."""
+
+
+@dataclass(eq=False)
+class PollTicket:
+    """One task's place in the read plan. Times are Unix seconds.
+
+    :param created_at: when the task was created (the submission time until APIXO's ``createTime``
+        is known).
+    """
+
+    model: str
+    created_at: float
+    initial_delay: float
+    poll_interval: float
+    last_read: float | None = None
+    turn: int = field(default=0, init=False)
+    queued: bool = field(default=False, init=False)
+
+    def ready_at(self) -> float:
+        """The earliest time the cadence allows the next read."""
+        if self.last_read is None:
+            return self.created_at + self.initial_delay
+        return self.last_read + self.poll_interval
+
+    def unseen_since(self, earliest: float | None) -> float:
+        """Since when a finish could have gone unseen: the later of the last read and the earliest
+        finish of the model (the first read's due time while nothing is learned)."""
+        could_finish = self.created_at + (self.initial_delay if earliest is None else earliest)
+        return could_finish if self.last_read is None else max(self.last_read, could_finish)
+
+    def read(self, at: float, created_at: float | None = None) -> None:
+        """Record a read; APIXO's own creation time replaces the submission time when known."""
+        self.last_read = at
+        if created_at is not None:
+            self.created_at = created_at
+
+
+_Entry = tuple[float, int, int, PollTicket]
+
+
+class ReadPlanner:
+    """Which queued ticket reads next: pure bookkeeping, driven by the caller's clock."""
+
+    def __init__(self, durations: DurationEstimates = DURATIONS) -> None:
+        self._durations = durations
+        self._waiting: list[_Entry] = []  # by ready_at: not yet allowed by the cadence
+        self._ready: list[_Entry] = []  # by unseen_since: allowed, stalest first
+        self._order = itertools.count()
+        self._queued = 0
+
+    def __len__(self) -> int:
+        return self._queued
+
+    def add(self, ticket: PollTicket) -> None:
+        ticket.turn += 1
+        ticket.queued = True
+        self._queued += 1
+        heapq.heappush(self._waiting, (ticket.ready_at(), next(self._order), ticket.turn, ticket))
+
+    def remove(self, ticket: PollTicket) -> None:
+        """Take a ticket out (its wait was cancelled or hit the deadline); its entries go stale."""
+        if ticket.queued:
+            ticket.queued = False
+            self._queued -= 1
+
+    def next_ready(self, now: float) -> float | None:
+        """When a queued ticket may be read: ``now`` or earlier if one may already; None if none queued."""
+        self._promote(now)
+        if self._ready:
+            return now
+        return self._waiting[0][0] if self._waiting else None
+
+    def pop(self, now: float) -> PollTicket | None:
+        """The ticket to read now, taken out of the plan; None if no queued ticket may be read yet."""
+        self._promote(now)
+        if not self._ready:
+            return None
+        ticket = heapq.heappop(self._ready)[3]
+        self.remove(ticket)
+        return ticket
+
+    def _promote(self, now: float) -> None:
+        self._drop_stale(self._waiting)
+        while self._waiting and self._waiting[0][0] <= now:
+            _, order, turn, ticket = heapq.heappop(self._waiting)
+            key = ticket.unseen_since(self._durations.earliest(ticket.model))
+            heapq.heappush(self._ready, (key, order, turn, ticket))
+            self._drop_stale(self._waiting)
+        self._drop_stale(self._ready)
+
+    @staticmethod
+    def _drop_stale(heap: list[_Entry]) -> None:
+        while heap and not (heap[0][3].queued and heap[0][2] == heap[0][3].turn):
+            heapq.heappop(heap)
+
+
+class PollScheduler:
+    """Grants status reads to the waits of one key in one event loop, in the planner's order.
+
+    A grant carries one request of the key's budget, already taken from the pacer.
+    """
+
+    def __init__(
+        self,
+        pacer: RequestPacer,
+        durations: DurationEstimates = DURATIONS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._pacer = pacer
+        self._clock = clock
+        self._planner = ReadPlanner(durations)
+        self._grants: dict[PollTicket, asyncio.Future[None]] = {}
+        self._wake = asyncio.Event()
+        self._dispatcher: asyncio.Task[None] | None = None
+
+    async def turn(self, ticket: PollTicket) -> None:
+        """Wait until ``ticket`` may read; the read's request is already paid from the budget."""
+        grant = asyncio.get_running_loop().create_future()
+        self._grants[ticket] = grant
+        self._planner.add(ticket)
+        self._wake.set()
+        if self._dispatcher is None or self._dispatcher.done():
+            self._dispatcher = asyncio.get_running_loop().create_task(self._dispatch())
+        try:
+            await grant
+        finally:
+            self._planner.remove(ticket)
+            self._grants.pop(ticket, None)
+
+    async def _dispatch(self) -> None:
+        while len(self._planner):
+            now = self._clock()
+            ready = self._planner.next_ready(now)
+            if ready is None:
+                break
+            if ready > now:
+                await self._sleep_until_woken(ready - now)
+                continue
+            await self._pacer.aacquire()
+            ticket = self._planner.pop(self._clock())
+            grant = None if ticket is None else self._grants.pop(ticket, None)
+            if grant is not None and not grant.done():
+                grant.set_result(None)
+
+    async def _sleep_until_woken(self, seconds: float) -> None:
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
+
+
+_schedulers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, PollScheduler]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def scheduler_for(pacer: RequestPacer) -> PollScheduler:
+    """The running loop's scheduler for this pacer (one key's budget)."""
+    per_loop = _schedulers.setdefault(asyncio.get_running_loop(), {})
+    scheduler = per_loop.get(id(pacer))
+    if scheduler is None:
+        scheduler = per_loop[id(pacer)] = PollScheduler(pacer)
+    return scheduler
