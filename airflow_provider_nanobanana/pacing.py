@@ -16,19 +16,20 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import threading
 import time
 import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from limits import RateLimitItemPerMinute, storage, strategies
+from limits import RateLimitItemPerMinute, RateLimitItemPerSecond, storage, strategies
 from limits.aio import strategies as aio_strategies
 from limits.aio.storage import RedisStorage
 from limits.errors import StorageError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,8 @@ DEFAULT_REQUESTS_PER_MINUTE = 9_000
 DEFAULT_PAUSE_SECONDS = 1.0
 """How long a 429 without ``Retry-After`` pauses the key."""
 MAX_PAUSE_SECONDS = 60.0
+BURST = 10
+"""Requests a second that may always go back to back (within the minute's budget)."""
 _MIN_WAIT = 0.001
 
 
@@ -60,8 +63,9 @@ class RequestPacer:
     """The request budget of one key: sync and async callers wait their turn here.
 
     :param config: the key's fingerprint, budget and storage.
-    :param clock: Unix time; tests pass a fake one (with ``sleep``).
+    :param clock: Unix time; tests pass a fake one (with ``sleep`` and ``asleep``).
     :param sleep: how a sync caller waits.
+    :param asleep: how an async caller waits.
     """
 
     def __init__(
@@ -70,11 +74,19 @@ class RequestPacer:
         *,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        asleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.config = config
-        self._item = RateLimitItemPerMinute(config.requests_per_minute)
+        rpm = config.requests_per_minute
+        # The minute is the API's rule; the second keeps the minute's budget from being spent in one
+        # burst (and then starving the rest of the minute), across processes too.
+        self._items = (
+            RateLimitItemPerSecond(min(rpm, max(BURST, math.ceil(rpm / 60)))),
+            RateLimitItemPerMinute(rpm),
+        )
         self._clock = clock
         self._sleep = sleep
+        self._asleep = asleep
         self._paused_until = 0.0
         self._storage_warned_until = 0.0
         self._thread_turn = threading.Lock()
@@ -84,8 +96,9 @@ class RequestPacer:
         )
 
     @property
-    def requests_per_minute(self) -> int:
-        return self.config.requests_per_minute
+    def spacing(self) -> float:
+        """The even gap between requests that spends the budget at its pace: 60 s / budget."""
+        return 60.0 / self.config.requests_per_minute
 
     def pause(self, seconds: float | None) -> None:
         """APIXO said slow down: hold every request of this key for ``seconds`` (default 1 s)."""
@@ -106,19 +119,20 @@ class RequestPacer:
         parts = self._parts_for(asyncio.get_running_loop())
         async with parts.turn:
             while (wait := await parts.take()) > 0:
-                await asyncio.sleep(wait)
+                await self._asleep(wait)
 
     def _take(self) -> float:
         """Take one request from the budget; 0 when taken, else how long to wait before trying again."""
         if (paused := self._paused_left()) > 0:
             return paused
         try:
-            if self._limiter.hit(self._item, self.config.fingerprint):
-                return 0.0
-            stats = self._limiter.get_window_stats(self._item, self.config.fingerprint)
+            for item in self._items:
+                if not self._limiter.hit(item, self.config.fingerprint):
+                    stats = self._limiter.get_window_stats(item, self.config.fingerprint)
+                    return self._until_free(stats.reset_time)
         except StorageError as error:
             return self._storage_failed(error)
-        return self._until_free(stats.reset_time)
+        return 0.0
 
     def _paused_left(self) -> float:
         return self._paused_until - self._clock()
@@ -159,12 +173,13 @@ class _AsyncParts:
         if (paused := pacer._paused_left()) > 0:
             return paused
         try:
-            if await self._limiter.hit(pacer._item, pacer.config.fingerprint):
-                return 0.0
-            stats = await self._limiter.get_window_stats(pacer._item, pacer.config.fingerprint)
+            for item in pacer._items:
+                if not await self._limiter.hit(item, pacer.config.fingerprint):
+                    stats = await self._limiter.get_window_stats(item, pacer.config.fingerprint)
+                    return pacer._until_free(stats.reset_time)
         except StorageError as error:
             return pacer._storage_failed(error)
-        return pacer._until_free(stats.reset_time)
+        return 0.0
 
 
 REDIS_KEY_PREFIX = "apixo-budget"

@@ -5,17 +5,19 @@ key's budget and leave less than two status reads per task. Reads are then scarc
 next one decides how late a finished task is noticed. :class:`ReadPlanner` decides:
 
 - A task may be read once its cadence allows (``initial_delay`` after submission, then no more often
-  than every ``poll_interval``). With budget to spare every such read is granted at once: the
-  behaviour of a fixed cadence.
+  than every ``poll_interval``) and once it could have finished: not before the earliest time a task
+  of its model has been seen to finish, since such a read is almost surely wasted. With budget to
+  spare every allowed read is granted at once: today's cadence, minus the reads that cannot succeed.
 - When the budget binds, the next read goes to the task that has gone *unseen the longest while it
-  could have finished*: time since its last read, or since the earliest moment a task of its model
-  has been seen to finish, whichever is later. Reads before that moment are almost surely wasted;
-  after it, serving the stalest first evens out the gaps between reads, which is what keeps the
-  worst detection delays low. Nobody starves: every waiting task's staleness grows until it is first.
+  could have finished*: time since its last read, or since that earliest finish, whichever is later.
+  Serving the stalest first evens out the gaps between reads, and even gaps are what keep the worst
+  detection delays low for a given number of reads. Nobody starves: every waiting task's staleness
+  grows until it is first.
 
-:class:`DurationEstimates` learns that earliest moment per model from finished tasks.
-:class:`PollScheduler` is the asyncio glue: one per key and event loop, it takes a request from the
-key's pacer and hands it to the planner's choice.
+:class:`DurationEstimates` learns that earliest finish per model from finished tasks. Until it has
+seen enough of a model, the cadence alone decides. :class:`PollScheduler` is the asyncio glue: one
+per key and event loop, it takes requests from the key's pacer at an even pace and hands each to the
+planner's choice.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ EARLIEST_QUANTILE = 0.01
 MIN_SAMPLES = 20
 """Finished tasks of a model seen before its durations are trusted."""
 WINDOW = 512
+CATCH_UP = 4
+"""Reads a lagging dispatcher may grant back to back to catch up with its pace."""
 """Recent durations kept per model: old enough to be stable, young enough to follow a change."""
 
 
@@ -104,17 +108,22 @@ class PollTicket:
     turn: int = field(default=0, init=False)
     queued: bool = field(default=False, init=False)
 
-    def ready_at(self) -> float:
-        """The earliest time the cadence allows the next read."""
+    def ready_at(self, earliest: float | None) -> float:
+        """When the next read is allowed: by the cadence, and not before the task could have finished."""
         if self.last_read is None:
-            return self.created_at + self.initial_delay
-        return self.last_read + self.poll_interval
+            cadence = self.created_at + self.initial_delay
+        else:
+            cadence = self.last_read + self.poll_interval
+        return max(cadence, self._could_finish(earliest))
 
     def unseen_since(self, earliest: float | None) -> float:
-        """Since when a finish could have gone unseen: the later of the last read and the earliest
-        finish of the model (the first read's due time while nothing is learned)."""
-        could_finish = self.created_at + (self.initial_delay if earliest is None else earliest)
+        """Since when a finish could have gone unseen: the later of the last read and the time the
+        task could first have finished."""
+        could_finish = self._could_finish(earliest)
         return could_finish if self.last_read is None else max(self.last_read, could_finish)
+
+    def _could_finish(self, earliest: float | None) -> float:
+        return self.created_at + (self.initial_delay if earliest is None else earliest)
 
     def read(self, at: float, created_at: float | None = None) -> None:
         """Record a read; APIXO's own creation time replaces the submission time when known."""
@@ -143,7 +152,8 @@ class ReadPlanner:
         ticket.turn += 1
         ticket.queued = True
         self._queued += 1
-        heapq.heappush(self._waiting, (ticket.ready_at(), next(self._order), ticket.turn, ticket))
+        ready = ticket.ready_at(self._durations.earliest(ticket.model))
+        heapq.heappush(self._waiting, (ready, next(self._order), ticket.turn, ticket))
 
     def remove(self, ticket: PollTicket) -> None:
         """Take a ticket out (its wait was cancelled or hit the deadline); its entries go stale."""
@@ -200,6 +210,7 @@ class PollScheduler:
         self._grants: dict[PollTicket, asyncio.Future[None]] = {}
         self._wake = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
+        self._next_grant = 0.0
 
     async def turn(self, ticket: PollTicket) -> None:
         """Wait until ``ticket`` may read; the read's request is already paid from the budget."""
@@ -224,11 +235,21 @@ class PollScheduler:
             if ready > now:
                 await self._sleep_until_woken(ready - now)
                 continue
+            await self._pace(now)
             await self._pacer.aacquire()
             ticket = self._planner.pop(self._clock())
             grant = None if ticket is None else self._grants.pop(ticket, None)
             if grant is not None and not grant.done():
                 grant.set_result(None)
+
+    async def _pace(self, now: float) -> None:
+        """Spread reads evenly at the budget's pace: bursts would only open connections and then
+        leave the rest of the second without reads. A lagging loop may catch up a few reads."""
+        spacing = self._pacer.spacing
+        self._next_grant = max(self._next_grant, now - CATCH_UP * spacing)
+        if self._next_grant > now:
+            await asyncio.sleep(self._next_grant - now)
+        self._next_grant += spacing
 
     async def _sleep_until_woken(self, seconds: float) -> None:
         self._wake.clear()

@@ -85,6 +85,8 @@ class _SettingsPatch(BaseModel):
     generation_seconds: float | None = Field(default=None, ge=0)
     pending_seconds: float | None = Field(default=None, ge=0)
     latency_seconds: float | None = Field(default=None, ge=0)
+    generation_seconds_max: float | None = Field(default=None, ge=0)
+    requests_per_minute: int | None = Field(default=None, ge=1)
 
 
 # --- helpers --------------------------------------------------------------------------------------
@@ -129,6 +131,8 @@ def _settings_view(settings: EmulatorSettings) -> dict[str, Any]:
         "generation_seconds": settings.generation_seconds,
         "pending_seconds": settings.pending_seconds,
         "latency_seconds": settings.latency_seconds,
+        "generation_seconds_max": settings.generation_seconds_max,
+        "requests_per_minute": settings.requests_per_minute,
         "any_key": settings.api_key is None,
     }
 
@@ -241,6 +245,8 @@ def _install_gate(app: FastAPI, emulator: Emulator) -> None:
             response: Response = _injected_response(rule)
         elif not _authorized(request, emulator.settings):
             response = error_response(401)
+        elif emulator.over_rate_limit(request.headers["authorization"]):
+            response = error_response(429)  # the contract documents no rate-limit headers
         else:
             response = await call_next(request)
         await _delay(emulator.settings.latency_seconds, app.state.closing)
@@ -330,6 +336,14 @@ def _install_admin(app: FastAPI, emulator: Emulator) -> None:
     @app.get("/_emulator/tasks")
     async def tasks() -> dict[str, Any]:
         return {"tasks": [_task_view(emulator, task) for task in emulator.tasks]}
+
+    @app.get("/_emulator/stats")
+    async def stats() -> dict[str, int]:
+        return {
+            "requests": emulator.request_count(),
+            "rate_limited": emulator.rate_limited,
+            "tasks": emulator.submissions(),
+        }
 
     @app.get("/_emulator/requests")
     async def requests() -> dict[str, Any]:

@@ -31,6 +31,13 @@ def _non_negative(text: str) -> float:
     return value
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line: where to listen, which key to accept, how slow to be."""
     defaults = EmulatorSettings()
@@ -49,6 +56,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="time from creation to the terminal state (default: %(default)s)",
     )
     parser.add_argument(
+        "--generation-seconds-max",
+        type=_non_negative,
+        default=None,
+        help="draw each task's generation time from --generation-seconds to this (default: fixed)",
+    )
+    parser.add_argument(
+        "--requests-per-minute",
+        type=_positive_int,
+        default=None,
+        help="enforce this many API requests per rolling minute per key, 429 beyond (default: no limit)",
+    )
+    parser.add_argument(
         "--latency-seconds",
         type=_non_negative,
         default=defaults.latency_seconds,
@@ -62,6 +81,8 @@ def settings_from_args(args: argparse.Namespace) -> EmulatorSettings:
     return EmulatorSettings(
         api_key=None if args.any_key else args.api_key,
         generation_seconds=args.generation_seconds,
+        generation_seconds_max=args.generation_seconds_max,
+        requests_per_minute=args.requests_per_minute,
         latency_seconds=args.latency_seconds,
     )
 

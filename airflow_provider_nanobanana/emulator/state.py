@@ -7,7 +7,9 @@ in a background thread while tests read and steer it from the main thread.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
+import random
 import re
 import secrets
 import threading
@@ -15,6 +17,8 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from limits import RateLimitItemPerMinute, storage, strategies
 
 __all__ = [
     "DEFAULT_API_KEY",
@@ -46,6 +50,10 @@ class EmulatorSettings:
     """Time spent in ``pending`` before ``processing``; clamped to ``generation_seconds``."""
     latency_seconds: float = 0.0
     """Extra delay before every API answer, to provoke client read timeouts."""
+    generation_seconds_max: float | None = None
+    """When set, each task's generation time is drawn uniformly from ``generation_seconds`` to this."""
+    requests_per_minute: int | None = None
+    """APIXO's per-key limit, enforced over any rolling minute (429 beyond it); None for no limit."""
 
 
 @dataclass(frozen=True)
@@ -162,7 +170,9 @@ class Emulator:
         self._requests: list[tuple[str, str]] = []
         self._faults = _Faults()
         self._callbacks: list[CallbackRecord] = []
-        self._callbacks_claimed: set[str] = set()
+        self._callbacks_due: set[str] = set()
+        self._rate_limiter = strategies.MovingWindowRateLimiter(storage.MemoryStorage())
+        self._rate_limited = 0
 
     # --- read access ----------------------------------------------------------------------------
 
@@ -196,6 +206,12 @@ class Emulator:
                 if (method is None or m == method.upper())
                 and (path_prefix is None or p.startswith(path_prefix))
             )
+
+    @property
+    def rate_limited(self) -> int:
+        """How many API requests were answered 429 because of ``requests_per_minute``."""
+        with self._lock:
+            return self._rate_limited
 
     @property
     def callbacks(self) -> list[CallbackRecord]:
@@ -242,13 +258,27 @@ class Emulator:
             self._requests.clear()
             self._faults = _Faults()
             self._callbacks.clear()
-            self._callbacks_claimed.clear()
+            self._callbacks_due.clear()
+            self._rate_limiter.storage.reset()
+            self._rate_limited = 0
 
     # --- used by the HTTP layer -----------------------------------------------------------------
 
     def record_request(self, method: str, path: str) -> None:
         with self._lock:
             self._requests.append((method.upper(), path))
+
+    def over_rate_limit(self, token: str) -> bool:
+        """Count one request of ``token``'s key; True if it exceeds ``requests_per_minute``."""
+        limit = self.settings.requests_per_minute
+        if limit is None:
+            return False
+        key = hashlib.sha256(token.encode()).hexdigest()
+        if self._rate_limiter.hit(RateLimitItemPerMinute(limit), key):
+            return False
+        with self._lock:
+            self._rate_limited += 1
+        return True
 
     def take_http_error(self, endpoint: str) -> HttpErrorRule | None:
         """Consume one injected error matching this endpoint kind, if any is armed."""
@@ -262,7 +292,7 @@ class Emulator:
     def create_task(self, model: str, body: dict[str, Any], base_url: str) -> EmulatedTask:
         """Record a new task; queued failures apply first, then a ``[emulator:fail=CODE]`` prompt marker."""
         prompt = _prompt_of(body)
-        generation = _marker_seconds(prompt, self.settings.generation_seconds)
+        generation = _marker_seconds(prompt, self._drawn_generation_seconds())
         with self._lock:
             fail = self._faults.fail_next.popleft() if self._faults.fail_next else _marker_failure(prompt)
             task = EmulatedTask(
@@ -278,7 +308,13 @@ class Emulator:
                 fail_msg=fail[1] if fail else None,
             )
             self._tasks[task.task_id] = task
+            if task.request_type == "callback" and task.callback_url:
+                self._callbacks_due.add(task.task_id)
             return task
+
+    def _drawn_generation_seconds(self) -> float:
+        low, high = self.settings.generation_seconds, self.settings.generation_seconds_max
+        return low if high is None or high <= low else random.uniform(low, high)
 
     def status_data(self, task: EmulatedTask, now_monotonic: float | None = None) -> dict[str, Any]:
         """The ``data`` object of a statusTask answer for this task, right now."""
@@ -299,17 +335,12 @@ class Emulator:
         now = time.monotonic()
         due: list[tuple[EmulatedTask, dict[str, Any]]] = []
         with self._lock:
-            if task_id is None:
-                candidates = list(self._tasks.values())
-            else:
-                candidates = [self._tasks[task_id]] if task_id in self._tasks else []
-            for task in candidates:
-                if task.request_type != "callback" or not task.callback_url:
-                    continue
-                if task.task_id in self._callbacks_claimed or task.state_at(now) not in ("success", "failed"):
-                    continue
-                self._callbacks_claimed.add(task.task_id)
-                due.append((task, envelope(self.status_data(task, now))))
+            candidates = self._callbacks_due if task_id is None else self._callbacks_due & {task_id}
+            for candidate in list(candidates):
+                task = self._tasks[candidate]
+                if task.state_at(now) in ("success", "failed"):
+                    self._callbacks_due.discard(candidate)
+                    due.append((task, envelope(self.status_data(task, now))))
         return due
 
     def record_callback(self, record: CallbackRecord) -> None:

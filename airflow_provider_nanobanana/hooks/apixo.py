@@ -81,7 +81,7 @@ if TYPE_CHECKING:
     from tenacity import RetryCallState
 
 DEFAULT_REQUEST_TIMEOUT = 30.0
-DEFAULT_MAX_IN_FLIGHT = 64
+DEFAULT_MAX_IN_FLIGHT = 32
 REDIS_SCHEMES = ("redis", "rediss")
 
 

@@ -1,0 +1,453 @@
+"""Polling at scale: a thousand APIXO tasks in flight on one key, four ways, side by side.
+
+``make bench`` runs it; ``benchmarks/README.md`` says what it measures and what it found. Each way
+runs in real time against a fresh emulator process that enforces APIXO's 10,000 requests per rolling
+minute (submissions counted) and takes 10 to 20 s per task. Every finished task is replaced by a new
+submission, so the number in flight stays put.
+
+- (a) this provider's trigger as the triggerer runs it: many ``NanoBananaTaskTrigger.run()`` in one
+  event loop, the connection's ``requests_per_minute`` at 6,000 (the workers' submissions take the
+  rest of the key's 10,000);
+- (b) the naive way: a new ``httpx.AsyncClient`` per poll, fixed cadence (first poll 5 s, then 3 s);
+- (c) one keep-alive client, the same fixed cadence, no pacing;
+- (d) (a) split over two processes whose budget of 9,600 a minute, submissions included, is shared
+  through Redis.
+
+Then 100 tasks in flight, where the budget does not bind: (a) beside (c).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+API_KEY = "sk-apixo-bench-31f7"
+MODEL = "nano-banana"
+CONN_ID = "apixo_bench"
+BODY = {
+    "request_type": "async",
+    "provider": "auto",
+    "input": {"mode": "text-to-image", "prompt": "a lighthouse at dusk", "aspect_ratio": "1:1"},
+}
+INITIAL_DELAY, POLL_INTERVAL = 5.0, 3.0
+LAG_TICK = 0.1
+WORKERS = 8
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    label: str
+    mode: str  # provider | naive | keepalive
+    tasks: int
+    processes: int = 1
+    requests_per_minute: int | None = None
+    shared_budget: bool = False
+
+
+# --- one load process ----------------------------------------------------------------------------
+
+
+@dataclass
+class Window:
+    """What one load process saw between the common window start and end."""
+
+    start: float
+    end: float
+    delays: list[float] = field(default_factory=list)
+    lags: list[float] = field(default_factory=list)
+    submit_errors: int = 0
+    cpu: list[float] = field(default_factory=list)
+    rss: list[int] = field(default_factory=list)
+
+    def inside(self, at: float) -> bool:
+        return self.start <= at < self.end
+
+    def finished(self, task: dict[str, Any]) -> None:
+        now = time.time()
+        if self.inside(now) and task.get("complete_time"):
+            self.delays.append(now - task["complete_time"] / 1000)
+
+
+def sample_process(window: Window) -> None:
+    """CPU and memory at window start and end, from a thread: a starved loop cannot delay it."""
+    process = psutil.Process()
+    for at in (window.start, window.end):
+        time.sleep(max(0.0, at - time.time()))
+        times = process.cpu_times()
+        window.cpu.append(times.user + times.system)
+        window.rss.append(process.memory_info().rss)
+
+
+async def submit_plain(client: httpx.AsyncClient, slots: asyncio.Semaphore, window: Window) -> str:
+    """A worker's submission, outside this process's budget (as in a/b/c); a few at a time, as a
+    handful of workers would send them."""
+    while True:
+        async with slots:
+            response = await client.post(f"/generateTask/{MODEL}", json=BODY)
+        if response.status_code == 200:
+            return str(response.json()["data"]["taskId"])
+        window.submit_errors += window.inside(time.time())
+        await asyncio.sleep(1.0)
+
+
+async def poll_fixed(client_for: Any, task_id: str, window: Window) -> None:
+    """(b) and (c): sleep the cadence, read, repeat; a 429 just waits for the next turn."""
+    await asyncio.sleep(INITIAL_DELAY)
+    while True:
+        async with client_for() as client:
+            response = await client.get(f"/statusTask/{MODEL}", params={"taskId": task_id})
+        if response.status_code == 200:
+            data = response.json()["data"]
+            if data["state"] in ("success", "failed"):
+                window.finished({"complete_time": data.get("completeTime")})
+                return
+        await asyncio.sleep(POLL_INTERVAL)
+
+
+async def run_load(args: argparse.Namespace) -> dict[str, Any]:
+    from airflow_provider_nanobanana.hooks.apixo import ApixoHook
+    from airflow_provider_nanobanana.triggers.nanobanana import NanoBananaTaskTrigger
+
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    options: dict[str, Any] = {"base_url": args.base_url, "headers": headers, "timeout": 60.0}
+    workers = httpx.AsyncClient(**options, limits=httpx.Limits(max_connections=WORKERS))
+    worker_slots = asyncio.Semaphore(WORKERS)
+    shared = httpx.AsyncClient(**options)  # (c): httpx's default pool, as a user would write it
+    hook = ApixoHook(CONN_ID)
+    window = Window(args.window_start, args.window_end)
+    baseline_rss = psutil.Process().memory_info().rss
+
+    async def submit() -> str:
+        if args.shared_budget:  # (d): submissions spend the shared budget too
+            return await hook.asubmit_task(MODEL, BODY["input"])
+        return await submit_plain(workers, worker_slots, window)
+
+    async def slot(start_after: float) -> None:
+        await asyncio.sleep(start_after)
+        while True:
+            submitted = time.time()
+            task_id = await submit()
+            if args.mode == "provider":
+                trigger = NanoBananaTaskTrigger(
+                    apixo_task_id=task_id,
+                    end_time=submitted + 600,
+                    model=MODEL,
+                    apixo_conn_id=CONN_ID,
+                    poll_interval=POLL_INTERVAL,
+                    initial_delay=INITIAL_DELAY,
+                    submitted_at=submitted,
+                )
+                async for event in trigger.run():
+                    window.finished(event.payload["task"] or {})
+            elif args.mode == "naive":
+                await poll_fixed(lambda: httpx.AsyncClient(**options), task_id, window)
+            else:
+                await poll_fixed(lambda: _borrowed(shared), task_id, window)
+
+    async def watch_lag() -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(LAG_TICK)
+            if window.inside(time.time()):
+                window.lags.append(loop.time() - before - LAG_TICK)
+
+    sampler = threading.Thread(target=sample_process, args=(window,), daemon=True)
+    sampler.start()
+    background = [asyncio.create_task(watch_lag())]
+    background += [asyncio.create_task(slot(i * args.ramp / args.tasks)) for i in range(args.tasks)]
+    await asyncio.sleep(max(0.0, window.end - time.time()))
+    sampler.join(timeout=30)
+    return {
+        "delays": window.delays,
+        "lags": window.lags,
+        "cpu_seconds": window.cpu[1] - window.cpu[0] if len(window.cpu) == 2 else None,
+        "rss_growth": (window.rss[-1] - baseline_rss) if window.rss else None,
+        "submit_errors": window.submit_errors,
+    }
+
+
+class _borrowed:
+    """``async with`` around a shared client that must stay open."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.client = client
+
+    async def __aenter__(self) -> httpx.AsyncClient:
+        return self.client
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+def load_main(args: argparse.Namespace) -> None:
+    extra: dict[str, Any] = {}
+    if args.requests_per_minute:
+        extra["requests_per_minute"] = args.requests_per_minute
+    if args.redis_url:
+        extra["rate_limit_storage"] = args.redis_url
+    conn = {"conn_type": "apixo", "host": args.base_url, "password": API_KEY, "extra": extra}
+    os.environ[f"AIRFLOW_CONN_{CONN_ID.upper()}"] = json.dumps(conn)
+    # Standard output speaks to the orchestrator; logs (as a triggerer writes them) go to stderr's file.
+    protocol = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    import airflow_provider_nanobanana.triggers.nanobanana  # noqa: F401  (imports before the clock starts)
+
+    print("ready", file=protocol, flush=True)
+    times = json.loads(sys.stdin.readline())
+    args.window_start, args.window_end = times["start"], times["end"]
+    result = asyncio.run(run_load(args))
+    print(json.dumps(result), file=protocol, flush=True)
+    os._exit(0)  # a thousand open waits need no orderly teardown
+
+
+# --- the orchestra -------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_emulator(requests_per_minute: int) -> tuple[subprocess.Popen[str], str]:
+    command = [
+        sys.executable,
+        "-m",
+        "airflow_provider_nanobanana.emulator",
+        "--port",
+        str(free_port()),
+        "--api-key",
+        API_KEY,
+        "--generation-seconds",
+        "10",
+        "--generation-seconds-max",
+        "20",
+        "--requests-per-minute",
+        str(requests_per_minute),
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if "serving at" not in line:
+        raise RuntimeError(f"the emulator did not start: {line!r}")
+    return process, line.rsplit(" ", 1)[-1].strip()
+
+
+def start_redis() -> tuple[subprocess.Popen[bytes], str] | None:
+    server = shutil.which("redis-server")
+    if server is None:
+        return None
+    port = free_port()
+    process = subprocess.Popen(
+        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return process, f"redis://127.0.0.1:{port}/0"
+        except OSError:
+            time.sleep(0.05)
+    process.kill()
+    raise RuntimeError("redis-server did not start")
+
+
+def emulator_stats(root_url: str) -> dict[str, int]:
+    return dict(httpx.get(root_url + "/_emulator/stats", timeout=10).json())
+
+
+def run_scenario(scenario: Scenario, settings: argparse.Namespace, redis_url: str | None) -> dict[str, Any]:
+    emulator, base_url = start_emulator(settings.api_limit)
+    root_url = base_url.removesuffix("/api/v1")
+    loads: list[subprocess.Popen[str]] = []
+    try:
+        for _ in range(scenario.processes):
+            command = [
+                sys.executable,
+                __file__,
+                "--load",
+                scenario.mode,
+                "--base-url",
+                base_url,
+                "--tasks",
+                str(scenario.tasks // scenario.processes),
+                "--ramp",
+                str(settings.ramp),
+            ]
+            if scenario.requests_per_minute:
+                command += ["--requests-per-minute", str(scenario.requests_per_minute)]
+            if scenario.shared_budget:
+                assert redis_url is not None
+                command += ["--redis-url", redis_url, "--shared-budget"]
+            home = Path(tempfile.mkdtemp(prefix="nanobanana-bench-"))
+            env = {**os.environ, "AIRFLOW_HOME": str(home)}
+            with (home / "load.log").open("w") as log:
+                pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": log}
+                loads.append(subprocess.Popen(command, **pipes, text=True, env=env))
+        for load in loads:
+            assert load.stdout is not None
+            if load.stdout.readline().strip() != "ready":
+                raise RuntimeError(f"a load process for ({scenario.name}) did not start")
+        warmup, seconds = (settings.warmup, settings.seconds) if scenario.tasks > 100 else settings.small
+        start = time.time() + warmup
+        times = json.dumps({"start": start, "end": start + seconds}) + "\n"
+        for load in loads:
+            assert load.stdin is not None
+            load.stdin.write(times)
+            load.stdin.flush()
+        time.sleep(max(0.0, start - time.time()))
+        before = emulator_stats(root_url)
+        time.sleep(max(0.0, start + seconds - time.time()))
+        after = emulator_stats(root_url)
+        results = [json.loads(load.communicate(timeout=120)[0].strip().splitlines()[-1]) for load in loads]
+    finally:
+        for load in loads:
+            load.kill()
+        emulator.terminate()
+        emulator.wait(timeout=30)
+    return summarise(scenario, seconds, results, before, after)
+
+
+def summarise(
+    scenario: Scenario,
+    seconds: float,
+    results: list[dict[str, Any]],
+    before: dict[str, int],
+    after: dict[str, int],
+) -> dict[str, Any]:
+    delays = sorted(d for r in results for d in r["delays"])
+    lags = sorted(lag for r in results for lag in r["lags"])
+    completed = len(delays)
+    cpu = sum(r["cpu_seconds"] or 0.0 for r in results)
+    return {
+        "scenario": scenario.name,
+        "label": scenario.label,
+        "tasks": scenario.tasks,
+        "completed": completed,
+        "per_second": completed / seconds,
+        "requests_per_task": (after["requests"] - before["requests"]) / max(1, completed),
+        "rate_limited": after["rate_limited"] - before["rate_limited"],
+        "delay_p50": quantile(delays, 0.50),
+        "delay_p99": quantile(delays, 0.99),
+        "lag_p99_ms": 1000 * quantile(lags, 0.99),
+        "cpu_ms_per_task": 1000 * cpu / max(1, completed),
+        "rss_growth_mb": sum(r["rss_growth"] or 0 for r in results) / 2**20,
+    }
+
+
+def quantile(values: list[float], q: float) -> float:
+    if len(values) < 2:
+        return values[0] if values else float("nan")
+    return statistics.quantiles(values, n=100, method="inclusive")[round(q * 100) - 1]
+
+
+COLUMNS = [
+    ("", "scenario", "{}"),
+    ("in flight", "tasks", "{:d}"),
+    ("done", "completed", "{:d}"),
+    ("done/s", "per_second", "{:.1f}"),
+    ("req/task", "requests_per_task", "{:.2f}"),
+    ("429s", "rate_limited", "{:d}"),
+    ("delay p50 s", "delay_p50", "{:.2f}"),
+    ("delay p99 s", "delay_p99", "{:.2f}"),
+    ("lag p99 ms", "lag_p99_ms", "{:.0f}"),
+    ("CPU ms/task", "cpu_ms_per_task", "{:.2f}"),
+    ("RSS +MB", "rss_growth_mb", "{:.0f}"),
+]
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    cells = [[title for title, _, _ in COLUMNS]]
+    cells += [[fmt.format(row[key]) for _, key, fmt in COLUMNS] for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(COLUMNS))]
+    lines = ["  ".join(cell.rjust(width) for cell, width in zip(line, widths, strict=True)) for line in cells]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    legend = [f"({row['scenario']}) {row['label']}" for row in rows if row["tasks"] > 100]
+    return "\n".join([*lines, "", *legend])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--tasks", type=int, default=1000, help="tasks in flight (default %(default)s)")
+    parser.add_argument("--seconds", type=float, default=90, help="measured window (default %(default)s)")
+    parser.add_argument("--warmup", type=float, default=20, help="before the window (default %(default)s)")
+    parser.add_argument(
+        "--ramp", type=float, default=15, help="submissions spread over (default %(default)s)"
+    )
+    parser.add_argument("--api-limit", type=int, default=10_000, help="the emulator's requests per minute")
+    parser.add_argument("--only", default="abcd", help="which of the 1,000-task ways to run")
+    parser.add_argument("--json", type=Path, help="also write the rows here")
+    # one load process (internal)
+    parser.add_argument("--load", help=argparse.SUPPRESS)
+    parser.add_argument("--base-url", help=argparse.SUPPRESS)
+    parser.add_argument("--requests-per-minute", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--redis-url", help=argparse.SUPPRESS)
+    parser.add_argument("--shared-budget", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.load:
+        args.mode = args.load
+        load_main(args)
+        return
+    args.small = (10.0, 40.0)
+    n = args.tasks
+    scenarios = [
+        Scenario("a", "this provider's trigger, one loop, budget 6,000/min", "provider", n, 1, 6000),
+        Scenario("b", "naive: a new client per poll, fixed cadence", "naive", n),
+        Scenario("c", "one keep-alive client, fixed cadence, no pacing", "keepalive", n),
+        Scenario(
+            "d", "(a) over two processes, budget 9,600/min shared in Redis", "provider", n, 2, 9600, True
+        ),
+    ]
+    scenarios = [s for s in scenarios if s.name in args.only]
+    redis = start_redis() if any(s.shared_budget for s in scenarios) else None
+    if redis is None and any(s.shared_budget for s in scenarios):
+        print("(d) skipped: redis-server is not installed (make bench installs it when run as root)")
+        scenarios = [s for s in scenarios if not s.shared_budget]
+    rows = []
+    try:
+        for scenario in scenarios:
+            print(f"running ({scenario.name}) {scenario.label} ...", flush=True)
+            rows.append(run_scenario(scenario, args, redis[1] if redis else None))
+    finally:
+        if redis is not None:
+            redis[0].terminate()
+    print("running 100 in flight, (a) and (c) side by side ...", flush=True)
+    small = [
+        Scenario("a", "provider, 100 in flight", "provider", 100, 1, 6000),
+        Scenario("c", "keep-alive, 100 in flight", "keepalive", 100),
+    ]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        rows += list(pool.map(lambda s: run_scenario(s, args, None), small))
+    print()
+    print(
+        f"{n} tasks in flight, {args.seconds:g} s window after {args.warmup:g} s; 100 in flight: 40 s after 10 s"
+    )
+    print(table(rows))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
