@@ -14,6 +14,9 @@ from airflow_provider_nanobanana import __version__
 INTEGRATION = "APIXO"
 DEFAULT_BASE_URL = "https://api.apixo.ai/api/v1"
 PROVIDERS = ["auto", "value", "official"]
+APIXO_REQUESTS_PER_MINUTE = 10_000
+DEFAULT_REQUESTS_PER_MINUTE = 9_000
+DEFAULT_MAX_IN_FLIGHT = 32
 
 
 def get_provider_info() -> dict[str, Any]:
@@ -64,6 +67,33 @@ def get_provider_info() -> dict[str, Any]:
                     "timeout": {
                         "label": "Request timeout (seconds)",
                         "schema": {"type": ["number", "null"], "default": 30},
+                    },
+                    "requests_per_minute": {
+                        "label": "Requests per minute (this process)",
+                        "description": (
+                            "This process's share of the key's 10,000 a minute. Divide it between "
+                            "processes, or share one budget through Redis below."
+                        ),
+                        "schema": {
+                            "type": ["integer", "null"],
+                            "default": DEFAULT_REQUESTS_PER_MINUTE,
+                            "minimum": 1,
+                            "maximum": APIXO_REQUESTS_PER_MINUTE,
+                        },
+                    },
+                    "rate_limit_storage": {
+                        "label": "Shared budget (Redis URL)",
+                        "description": "redis://host:6379/0 shares the budget between processes.",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                    "max_in_flight": {
+                        "label": "Requests in flight at most",
+                        "schema": {
+                            "type": ["integer", "null"],
+                            "default": DEFAULT_MAX_IN_FLIGHT,
+                            "minimum": 1,
+                            "maximum": 1000,
+                        },
                     },
                 },
                 "ui-field-behaviour": {

@@ -442,7 +442,7 @@ def main() -> None:
         rows += list(pool.map(lambda s: run_scenario(s, args, None), small))
     print()
     print(
-        f"{n} tasks in flight, {args.seconds:g} s window after {args.warmup:g} s; 100 in flight: 40 s after 10 s"
+        f"{n} in flight: {args.seconds:g} s measured after {args.warmup:g} s; 100 in flight: 40 s after 10 s"
     )
     print(table(rows))
     if args.json:

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import jsonschema
 
-from airflow_provider_nanobanana import models
+from airflow_provider_nanobanana import get_provider_info as provider_info
+from airflow_provider_nanobanana import models, pacing
 from airflow_provider_nanobanana.get_provider_info import DEFAULT_BASE_URL, PROVIDERS, get_provider_info
+from airflow_provider_nanobanana.hooks import apixo
 
 DISTRIBUTION = "airflow-provider-nanobanana"
 
@@ -42,12 +44,19 @@ def test_connection_form() -> None:
     assert {"schema", "login", "port", "extra"} <= set(behaviour["hidden-fields"])
     assert connection["conn-fields"]["provider"]["schema"]["enum"] == list(models.PROVIDERS)
     assert connection["conn-fields"]["timeout"]["schema"]["type"] == ["number", "null"]
+    budget = connection["conn-fields"]["requests_per_minute"]["schema"]
+    assert (budget["minimum"], budget["maximum"]) == (1, 10_000)
+    assert connection["conn-fields"]["rate_limit_storage"]["schema"]["type"] == ["string", "null"]
+    assert connection["conn-fields"]["max_in_flight"]["schema"]["minimum"] == 1
 
 
 def test_literals_agree_with_the_api_module() -> None:
     """get_provider_info must not import the package (Airflow loads it early); its copies must agree."""
     assert DEFAULT_BASE_URL == models.DEFAULT_BASE_URL
     assert tuple(PROVIDERS) == models.PROVIDERS
+    assert provider_info.DEFAULT_REQUESTS_PER_MINUTE == pacing.DEFAULT_REQUESTS_PER_MINUTE
+    assert provider_info.APIXO_REQUESTS_PER_MINUTE == pacing.APIXO_REQUESTS_PER_MINUTE
+    assert provider_info.DEFAULT_MAX_IN_FLIGHT == apixo.DEFAULT_MAX_IN_FLIGHT
 
 
 def test_airflow_lists_the_provider_and_its_connection_type() -> None:

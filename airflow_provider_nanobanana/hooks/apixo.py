@@ -127,11 +127,11 @@ class ConnectionSettings:
             timeout=_request_timeout(timeout or extra.get("timeout") or DEFAULT_REQUEST_TIMEOUT),
             requests_per_minute=_whole_number(
                 "extra.requests_per_minute",
-                extra.get("requests_per_minute") or DEFAULT_REQUESTS_PER_MINUTE,
+                _given(extra.get("requests_per_minute"), DEFAULT_REQUESTS_PER_MINUTE),
                 maximum=APIXO_REQUESTS_PER_MINUTE,
             ),
             max_in_flight=_whole_number(
-                "extra.max_in_flight", extra.get("max_in_flight") or DEFAULT_MAX_IN_FLIGHT, maximum=1000
+                "extra.max_in_flight", _given(extra.get("max_in_flight"), DEFAULT_MAX_IN_FLIGHT), maximum=1000
             ),
             rate_limit_storage=_storage_uri(extra.get("rate_limit_storage")),
         )
@@ -158,6 +158,11 @@ class ConnectionSettings:
             },
             "timeout": httpx.Timeout(self.timeout),
         }
+
+
+def _given(value: Any, default: int) -> Any:
+    """An extra's value, or the default where the form left it empty (0 is a value, and wrong)."""
+    return default if value is None or value == "" else value
 
 
 def _whole_number(field: str, value: Any, *, maximum: int) -> int:

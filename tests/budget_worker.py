@@ -1,0 +1,64 @@
+"""One process of the shared-budget test: a loop of waits on one key, submitting as fast as allowed.
+
+Run as ``python -m tests.budget_worker BASE_URL API_KEY EXTRA_JSON SLOTS SECONDS``; it prints
+``ready``, waits for a line on stdin (so that both processes start together), then prints what it did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+
+MODEL = "nano-banana"
+TASK_INPUT = {
+    "mode": "text-to-image",
+    "prompt": "two lanterns",
+    "aspect_ratio": "1:1",
+    "output_format": "png",
+}
+
+
+async def run(slots: int, seconds: float) -> dict[str, int]:
+    from airflow_provider_nanobanana.hooks.apixo import ApixoHook
+    from airflow_provider_nanobanana.triggers.nanobanana import NanoBananaTaskTrigger
+
+    done = {"submitted": 0}
+    hook = ApixoHook("apixo_budget")
+
+    async def slot() -> None:
+        task_id = await hook.asubmit_task(MODEL, TASK_INPUT)
+        done["submitted"] += 1
+        trigger = NanoBananaTaskTrigger(
+            apixo_task_id=task_id,
+            end_time=time.time() + 60,
+            apixo_conn_id="apixo_budget",
+            poll_interval=0.2,
+            initial_delay=0.2,
+        )
+        async for _ in trigger.run():
+            pass
+
+    waits = [asyncio.create_task(slot()) for _ in range(slots)]
+    await asyncio.wait(waits, timeout=seconds)
+    return done
+
+
+def main() -> None:
+    base_url, api_key, extra, slots, seconds = sys.argv[1:6]
+    conn = {"conn_type": "apixo", "host": base_url, "password": api_key, "extra": json.loads(extra)}
+    os.environ["AIRFLOW_CONN_APIXO_BUDGET"] = json.dumps(conn)
+    protocol = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)  # logs to stderr; stdout speaks to the test
+    import airflow_provider_nanobanana.triggers.nanobanana  # noqa: F401
+
+    print("ready", file=protocol, flush=True)
+    sys.stdin.readline()
+    print(json.dumps(asyncio.run(run(int(slots), float(seconds)))), file=protocol, flush=True)
+    os._exit(0)  # waits still parked on the budget need no teardown
+
+
+if __name__ == "__main__":
+    main()
