@@ -96,14 +96,16 @@ DURATIONS = DurationEstimates()
 class PollTicket:
     """One task's place in the read plan. Times are Unix seconds.
 
-    :param created_at: when the task was created (the submission time until APIXO's ``createTime``
-        is known).
+    :param created_at: when the task was created: the submission time until APIXO's ``createTime``
+        is known, or when the wait began if even that is unknown (``created_known`` False, as for a
+        sensor): learned durations then only apply once the first read tells the creation time.
     """
 
     model: str
     created_at: float
     initial_delay: float
     poll_interval: float
+    created_known: bool = True
     last_read: float | None = None
     turn: int = field(default=0, init=False)
     queued: bool = field(default=False, init=False)
@@ -123,13 +125,15 @@ class PollTicket:
         return could_finish if self.last_read is None else max(self.last_read, could_finish)
 
     def _could_finish(self, earliest: float | None) -> float:
-        return self.created_at + (self.initial_delay if earliest is None else earliest)
+        if earliest is None or not self.created_known:
+            return self.created_at + self.initial_delay
+        return self.created_at + earliest
 
     def read(self, at: float, created_at: float | None = None) -> None:
         """Record a read; APIXO's own creation time replaces the submission time when known."""
         self.last_read = at
         if created_at is not None:
-            self.created_at = created_at
+            self.created_at, self.created_known = created_at, True
 
 
 _Entry = tuple[float, int, int, PollTicket]

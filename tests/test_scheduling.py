@@ -140,6 +140,22 @@ def test_once_learned_the_first_read_waits_for_the_shortest_task() -> None:
     assert planner.pop(1012.0) is ticket
 
 
+def test_a_wait_on_a_task_of_unknown_age_reads_it_first_and_learns_its_age() -> None:
+    """A sensor does not know when its task was submitted: it may be done already."""
+    durations = DurationEstimates()
+    for _ in range(MIN_SAMPLES):
+        durations.observe(MODEL, 12.0)
+    planner = ReadPlanner(durations)
+    ticket = PollTicket(MODEL, 1000.0, 0.0, POLL_INTERVAL, created_known=False)
+    planner.add(ticket)
+
+    assert planner.pop(1000.0) is ticket
+    ticket.read(1000.0, created_at=995.0)  # APIXO's createTime: five seconds old
+    planner.add(ticket)
+    assert planner.pop(1003.0) is None  # the cadence would allow it; the learned 12 s do not
+    assert planner.pop(1007.0) is ticket
+
+
 def test_a_removed_ticket_is_never_granted() -> None:
     planner = ReadPlanner(DurationEstimates())
     gone, kept = (PollTicket(MODEL, 1000.0, 0.0, POLL_INTERVAL) for _ in range(2))

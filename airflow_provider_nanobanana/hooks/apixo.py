@@ -276,7 +276,8 @@ class ApixoHook(BaseHook):
             CLIENTS.release(self.settings.client_key)
 
     async def aclose(self) -> None:
-        """Let go of the async client (closed once no hook of the loop uses it)."""
+        """Let go of the async client (closed once no hook of the loop uses it). A lease taken in a
+        loop that has since ended is dropped: that loop's clients went with it."""
         if self._ashared is not None:
             self._ashared = None
             if self._ashared_loop is asyncio.get_running_loop():
@@ -317,7 +318,6 @@ class ApixoHook(BaseHook):
         callback_url: str | None = None,
     ) -> str:
         """Create a task and return its id. Resent only when APIXO provably did not take it."""
-        self._sync_client()
         path, what, body = self._submission(model, task_input, provider, callback_url)
         try:
             return self._submitted(model, what, self._call("POST", path, what=what, json=body))
@@ -333,7 +333,7 @@ class ApixoHook(BaseHook):
         callback_url: str | None = None,
     ) -> str:
         """Async :meth:`submit_task`."""
-        await self._async_client()
+        await self._async_client()  # looks the connection up without blocking the loop
         path, what, body = self._submission(model, task_input, provider, callback_url)
         try:
             return self._submitted(model, what, await self._acall("POST", path, what=what, json=body))
@@ -419,7 +419,8 @@ class ApixoHook(BaseHook):
         """
         await self._async_client()
         poller = TaskPoller(model, task_id, deadline, max_consecutive_errors, self.log)
-        ticket = PollTicket(model, submitted_at or time.time(), initial_delay, poll_interval)
+        known = submitted_at is not None
+        ticket = PollTicket(model, submitted_at or time.time(), initial_delay, poll_interval, known)
         scheduler = scheduler_for(self.pacer)
         while True:
             granted = await _turn_before(scheduler.turn(ticket), deadline)
