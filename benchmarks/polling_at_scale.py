@@ -30,10 +30,11 @@ import sys
 import tempfile
 import threading
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import httpx
 import psutil
@@ -62,7 +63,75 @@ class Scenario:
     shared_budget: bool = False
 
 
-# --- one load process ----------------------------------------------------------------------------
+# --- the workers: submissions, in a process of their own -----------------------------------------
+
+
+async def serve_submissions(args: argparse.Namespace, protocol: TextIO) -> None:
+    """Submit a task for every line on stdin; answer ``task_id submitted_at`` lines, in any order.
+
+    They are the workers' requests: they come out of the key's budget at APIXO (and, with a shared
+    budget, through the hook and Redis, as (d)'s workers do), not out of the triggerer's loop.
+    """
+    from airflow_provider_nanobanana.hooks.apixo import ApixoHook
+
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    client = httpx.AsyncClient(
+        base_url=args.base_url, headers=headers, timeout=60.0, limits=httpx.Limits(max_connections=WORKERS)
+    )
+    hook, slots, running = ApixoHook(CONN_ID), asyncio.Semaphore(WORKERS), set()
+    print("ready", file=protocol, flush=True)
+
+    async def submit() -> None:
+        async with slots:
+            submitted = time.time()
+            if args.shared_budget:
+                task_id = await hook.asubmit_task(MODEL, BODY["input"])
+            else:
+                while (response := await client.post(f"/generateTask/{MODEL}", json=BODY)).status_code != 200:
+                    await asyncio.sleep(1.0)
+                task_id = response.json()["data"]["taskId"]
+        protocol.write(f"{task_id} {submitted}\n")
+        protocol.flush()
+
+    while await reader.readline():
+        task = asyncio.create_task(submit())
+        running.add(task)
+        task.add_done_callback(running.discard)
+
+
+class Workers:
+    """The load process's side of the workers: ask for a task, get a task id and its submission time."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        command = [sys.executable, __file__, "--workers", "--base-url", args.base_url]
+        if args.shared_budget:
+            command.append("--shared-budget")
+        pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.DEVNULL}
+        self.process = subprocess.Popen(command, **pipes, text=True)  # type: ignore[call-overload]
+        if self.process.stdout.readline().strip() != "ready":
+            raise RuntimeError("the workers process did not start")
+        self.waiting: deque[asyncio.Future[tuple[str, float]]] = deque()
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        threading.Thread(target=self._read, args=(loop,), daemon=True).start()
+
+    async def submit(self) -> tuple[str, float]:
+        answer: asyncio.Future[tuple[str, float]] = asyncio.get_running_loop().create_future()
+        self.waiting.append(answer)
+        self.process.stdin.write("1\n")
+        self.process.stdin.flush()
+        return await answer
+
+    def _read(self, loop: asyncio.AbstractEventLoop) -> None:
+        for line in self.process.stdout:
+            task_id, submitted = line.split()
+            loop.call_soon_threadsafe(self.waiting.popleft().set_result, (task_id, float(submitted)))
+
+
+# --- one load process: the waits, as one triggerer (or a naive poller) runs them ------------------
 
 
 @dataclass
@@ -73,9 +142,6 @@ class Window:
     end: float
     delays: list[float] = field(default_factory=list)
     lags: list[float] = field(default_factory=list)
-    submit_errors: int = 0
-    cpu: list[float] = field(default_factory=list)
-    rss: list[int] = field(default_factory=list)
 
     def inside(self, at: float) -> bool:
         return self.start <= at < self.end
@@ -86,26 +152,24 @@ class Window:
             self.delays.append(now - task["complete_time"] / 1000)
 
 
-def sample_process(window: Window) -> None:
-    """CPU and memory at window start and end, from a thread: a starved loop cannot delay it."""
+def report_at_window_end(window: Window, protocol: TextIO) -> None:
+    """CPU and memory at window start and end, then the report, from a thread: a starved loop can
+    neither delay the samples nor the report. The process ends here."""
     process = psutil.Process()
+    baseline_rss = process.memory_info().rss
+    cpu = []
     for at in (window.start, window.end):
         time.sleep(max(0.0, at - time.time()))
         times = process.cpu_times()
-        window.cpu.append(times.user + times.system)
-        window.rss.append(process.memory_info().rss)
-
-
-async def submit_plain(client: httpx.AsyncClient, slots: asyncio.Semaphore, window: Window) -> str:
-    """A worker's submission, outside this process's budget (as in a/b/c); a few at a time, as a
-    handful of workers would send them."""
-    while True:
-        async with slots:
-            response = await client.post(f"/generateTask/{MODEL}", json=BODY)
-        if response.status_code == 200:
-            return str(response.json()["data"]["taskId"])
-        window.submit_errors += window.inside(time.time())
-        await asyncio.sleep(1.0)
+        cpu.append(times.user + times.system)
+    report = {
+        "delays": list(window.delays),
+        "lags": list(window.lags),
+        "cpu_seconds": cpu[1] - cpu[0],
+        "rss_growth": process.memory_info().rss - baseline_rss,
+    }
+    print(json.dumps(report), file=protocol, flush=True)
+    os._exit(0)  # a thousand open waits need no orderly teardown
 
 
 async def poll_fixed(client_for: Any, task_id: str, window: Window) -> None:
@@ -122,29 +186,23 @@ async def poll_fixed(client_for: Any, task_id: str, window: Window) -> None:
         await asyncio.sleep(POLL_INTERVAL)
 
 
-async def run_load(args: argparse.Namespace) -> dict[str, Any]:
-    from airflow_provider_nanobanana.hooks.apixo import ApixoHook
+async def run_load(args: argparse.Namespace, workers: Workers, protocol: TextIO) -> None:
     from airflow_provider_nanobanana.triggers.nanobanana import NanoBananaTaskTrigger
 
     headers = {"Authorization": f"Bearer {API_KEY}"}
     options: dict[str, Any] = {"base_url": args.base_url, "headers": headers, "timeout": 60.0}
-    workers = httpx.AsyncClient(**options, limits=httpx.Limits(max_connections=WORKERS))
-    worker_slots = asyncio.Semaphore(WORKERS)
-    shared = httpx.AsyncClient(**options)  # (c): httpx's default pool, as a user would write it
-    hook = ApixoHook(CONN_ID)
+    # (c): one keep-alive client whose pool never makes a request wait (httpx's default of 100
+    # connections collapses under a thousand waits: requests queue inside httpcore).
+    unbounded = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+    shared = httpx.AsyncClient(**options, limits=unbounded)
+    workers.attach(asyncio.get_running_loop())
     window = Window(args.window_start, args.window_end)
-    baseline_rss = psutil.Process().memory_info().rss
-
-    async def submit() -> str:
-        if args.shared_budget:  # (d): submissions spend the shared budget too
-            return await hook.asubmit_task(MODEL, BODY["input"])
-        return await submit_plain(workers, worker_slots, window)
+    threading.Thread(target=report_at_window_end, args=(window, protocol), daemon=True).start()
 
     async def slot(start_after: float) -> None:
         await asyncio.sleep(start_after)
         while True:
-            submitted = time.time()
-            task_id = await submit()
+            task_id, submitted = await workers.submit()
             if args.mode == "provider":
                 trigger = NanoBananaTaskTrigger(
                     apixo_task_id=task_id,
@@ -170,19 +228,9 @@ async def run_load(args: argparse.Namespace) -> dict[str, Any]:
             if window.inside(time.time()):
                 window.lags.append(loop.time() - before - LAG_TICK)
 
-    sampler = threading.Thread(target=sample_process, args=(window,), daemon=True)
-    sampler.start()
-    background = [asyncio.create_task(watch_lag())]
-    background += [asyncio.create_task(slot(i * args.ramp / args.tasks)) for i in range(args.tasks)]
-    await asyncio.sleep(max(0.0, window.end - time.time()))
-    sampler.join(timeout=30)
-    return {
-        "delays": window.delays,
-        "lags": window.lags,
-        "cpu_seconds": window.cpu[1] - window.cpu[0] if len(window.cpu) == 2 else None,
-        "rss_growth": (window.rss[-1] - baseline_rss) if window.rss else None,
-        "submit_errors": window.submit_errors,
-    }
+    waits = [asyncio.create_task(watch_lag())]
+    waits += [asyncio.create_task(slot(i * args.ramp / args.tasks)) for i in range(args.tasks)]
+    await asyncio.sleep(window.end - time.time() + 60)  # the report thread ends the process first
 
 
 class _borrowed:
@@ -198,7 +246,7 @@ class _borrowed:
         return None
 
 
-def load_main(args: argparse.Namespace) -> None:
+def set_connection(args: argparse.Namespace) -> None:
     extra: dict[str, Any] = {}
     if args.requests_per_minute:
         extra["requests_per_minute"] = args.requests_per_minute
@@ -206,17 +254,26 @@ def load_main(args: argparse.Namespace) -> None:
         extra["rate_limit_storage"] = args.redis_url
     conn = {"conn_type": "apixo", "host": args.base_url, "password": API_KEY, "extra": extra}
     os.environ[f"AIRFLOW_CONN_{CONN_ID.upper()}"] = json.dumps(conn)
-    # Standard output speaks to the orchestrator; logs (as a triggerer writes them) go to stderr's file.
+
+
+def speak_on_stdout_only() -> TextIO:
+    """Standard output for the parent's protocol; anything else printed (logs, as a triggerer writes
+    them) goes to standard error."""
     protocol = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
+    return protocol
+
+
+def load_main(args: argparse.Namespace) -> None:
+    set_connection(args)
+    protocol = speak_on_stdout_only()
     import airflow_provider_nanobanana.triggers.nanobanana  # noqa: F401  (imports before the clock starts)
 
+    workers = Workers(args)
     print("ready", file=protocol, flush=True)
     times = json.loads(sys.stdin.readline())
     args.window_start, args.window_end = times["start"], times["end"]
-    result = asyncio.run(run_load(args))
-    print(json.dumps(result), file=protocol, flush=True)
-    os._exit(0)  # a thousand open waits need no orderly teardown
+    asyncio.run(run_load(args, workers, protocol))
 
 
 # --- the orchestra -------------------------------------------------------------------------------
@@ -319,7 +376,7 @@ def run_scenario(scenario: Scenario, settings: argparse.Namespace, redis_url: st
         before = emulator_stats(root_url)
         time.sleep(max(0.0, start + seconds - time.time()))
         after = emulator_stats(root_url)
-        results = [json.loads(load.communicate(timeout=120)[0].strip().splitlines()[-1]) for load in loads]
+        results = [json.loads(load.communicate(timeout=60)[0].strip().splitlines()[-1]) for load in loads]
     finally:
         for load in loads:
             load.kill()
@@ -405,7 +462,11 @@ def main() -> None:
     parser.add_argument("--requests-per-minute", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--redis-url", help=argparse.SUPPRESS)
     parser.add_argument("--shared-budget", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--workers", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.workers:  # the connection comes from the load process's environment
+        asyncio.run(serve_submissions(args, speak_on_stdout_only()))
+        return
     if args.load:
         args.mode = args.load
         load_main(args)
@@ -415,7 +476,7 @@ def main() -> None:
     scenarios = [
         Scenario("a", "this provider's trigger, one loop, budget 6,000/min", "provider", n, 1, 6000),
         Scenario("b", "naive: a new client per poll, fixed cadence", "naive", n),
-        Scenario("c", "one keep-alive client, fixed cadence, no pacing", "keepalive", n),
+        Scenario("c", "one keep-alive client (unbounded pool), fixed cadence, no pacing", "keepalive", n),
         Scenario(
             "d", "(a) over two processes, budget 9,600/min shared in Redis", "provider", n, 2, 9600, True
         ),
