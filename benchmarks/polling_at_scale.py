@@ -449,7 +449,7 @@ def main() -> None:
     )
     parser.add_argument("--tasks", type=int, default=1000, help="tasks in flight (default %(default)s)")
     parser.add_argument("--seconds", type=float, default=90, help="measured window (default %(default)s)")
-    parser.add_argument("--warmup", type=float, default=20, help="before the window (default %(default)s)")
+    parser.add_argument("--warmup", type=float, default=15, help="before the window (default %(default)s)")
     parser.add_argument(
         "--ramp", type=float, default=15, help="submissions spread over (default %(default)s)"
     )
@@ -471,7 +471,7 @@ def main() -> None:
         args.mode = args.load
         load_main(args)
         return
-    args.small = (10.0, 40.0)
+    args.small = (10.0, 30.0)
     n = args.tasks
     scenarios = [
         Scenario("a", "this provider's trigger, one loop, budget 6,000/min", "provider", n, 1, 6000),
