@@ -71,7 +71,9 @@ def test_generate_waits_for_the_images(
     assert emulator.emulator.submissions() == 1
     assert emulator.emulator.tasks[0].input["prompt"] == "a red kite over dunes"
     status_reads = emulator.emulator.request_count("GET", "/api/v1/statusTask/nano-banana")
-    assert status_reads >= 2  # polled through pending/processing to success
+    # Blocking, it polls through pending/processing to success. Deferred, the cadence counts from
+    # the submission: a trigger that dag.test() starts late may find the task done at its first read.
+    assert status_reads >= (1 if deferred else 2)
 
 
 def test_generate_without_waiting_returns_the_task_id(emulator: EmulatorServer) -> None:

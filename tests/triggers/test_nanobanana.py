@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import TYPE_CHECKING
 
@@ -154,6 +155,21 @@ async def test_error_budget_tolerates_shorter_runs_only(
 
     assert event.payload["status"] == status
     assert emulator.emulator.request_count("GET") >= errors + (status == "success")
+
+
+async def test_a_trigger_that_starts_late_reads_at_once(emulator: EmulatorServer) -> None:
+    """The cadence counts from the submission: a trigger picked up late (a busy triggerer, a restart)
+    does not wait another initial delay for a task that may long be done."""
+    submitted_at = time.time()
+    task_id = submit(emulator)
+    while emulator.emulator.state_of(task_id) != "success":
+        await asyncio.sleep(0.05)
+    trigger = make_trigger(task_id, initial_delay=30.0, poll_interval=30.0, submitted_at=submitted_at - 60)
+
+    (event,) = await run_to_end(trigger)
+
+    assert event.payload["status"] == "success"
+    assert emulator.emulator.request_count("GET") == 1
 
 
 async def test_running_twice_only_reads(emulator: EmulatorServer) -> None:
