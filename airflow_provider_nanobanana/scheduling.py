@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import heapq
 import itertools
+import logging
 import threading
 import time
 import weakref
@@ -39,14 +40,16 @@ if TYPE_CHECKING:
     from airflow_provider_nanobanana.models import TaskStatus
     from airflow_provider_nanobanana.pacing import RequestPacer
 
+log = logging.getLogger(__name__)
+
 EARLIEST_QUANTILE = 0.01
 """Which quantile of recent durations counts as "the earliest a task finishes"."""
 MIN_SAMPLES = 20
 """Finished tasks of a model seen before its durations are trusted."""
 WINDOW = 512
+"""Recent durations kept per model: old enough to be stable, young enough to follow a change."""
 CATCH_UP = 4
 """Reads a lagging dispatcher may grant back to back to catch up with its pace."""
-"""Recent durations kept per model: old enough to be stable, young enough to follow a change."""
 
 
 class DurationEstimates:
@@ -199,7 +202,9 @@ class ReadPlanner:
 class PollScheduler:
     """Grants status reads to the waits of one key in one event loop, in the planner's order.
 
-    A grant carries one request of the key's budget, already taken from the pacer.
+    A grant carries one request of the key's budget, already taken from the pacer. Should taking
+    it fail, every waiting read is let go ungranted (it then asks the pacer itself, and fails
+    there) rather than left parked until its deadline. An idle scheduler holds nothing of its loop.
     """
 
     def __init__(
@@ -211,40 +216,50 @@ class PollScheduler:
         self._pacer = pacer
         self._clock = clock
         self._planner = ReadPlanner(durations)
-        self._grants: dict[PollTicket, asyncio.Future[None]] = {}
+        self._grants: dict[PollTicket, asyncio.Future[bool]] = {}
         self._wake = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
         self._next_grant = 0.0
 
-    async def turn(self, ticket: PollTicket) -> None:
-        """Wait until ``ticket`` may read; the read's request is already paid from the budget."""
+    async def turn(self, ticket: PollTicket) -> bool:
+        """Wait until ``ticket`` may read; True when the read's request is already paid from the
+        budget, False when the scheduler could not pay it."""
         grant = asyncio.get_running_loop().create_future()
         self._grants[ticket] = grant
         self._planner.add(ticket)
         self._wake.set()
-        if self._dispatcher is None or self._dispatcher.done():
+        if self._dispatcher is None:
             self._dispatcher = asyncio.get_running_loop().create_task(self._dispatch())
         try:
-            await grant
+            return await grant
         finally:
             self._planner.remove(ticket)
             self._grants.pop(ticket, None)
 
     async def _dispatch(self) -> None:
-        while len(self._planner):
-            now = self._clock()
-            ready = self._planner.next_ready(now)
-            if ready is None:
-                break
-            if ready > now:
-                await self._sleep_until_woken(ready - now)
-                continue
-            await self._pace(now)
-            await self._pacer.aacquire()
-            ticket = self._planner.pop(self._clock())
-            grant = None if ticket is None else self._grants.pop(ticket, None)
+        try:
+            while (ready := self._planner.next_ready(now := self._clock())) is not None:
+                if ready > now:
+                    await self._sleep_until_woken(ready - now)
+                    continue
+                await self._pace(now)
+                await self._pacer.aacquire()
+                self._grant_next()
+        except Exception:
+            log.exception("Scheduling APIXO status reads failed; the waiting reads go ungranted")
+            for grant in self._grants.values():
+                if not grant.done():
+                    grant.set_result(False)
+        finally:
+            self._dispatcher, self._wake = None, asyncio.Event()
+
+    def _grant_next(self) -> None:
+        """Hand the request just paid for to the planner's choice, skipping waits that ended."""
+        while (ticket := self._planner.pop(self._clock())) is not None:
+            grant = self._grants.pop(ticket, None)
             if grant is not None and not grant.done():
-                grant.set_result(None)
+                grant.set_result(True)
+                return
 
     async def _pace(self, now: float) -> None:
         """Spread reads evenly at the budget's pace: bursts would only open connections and then

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 import httpx
 from airflow.sdk import BaseHook
+from airflow.sdk.log import mask_secret
 from tenacity import AsyncRetrying, Retrying, retry_if_exception, stop_after_attempt
 
 from airflow_provider_nanobanana import __version__
@@ -175,14 +176,16 @@ def _whole_number(field: str, value: Any, *, maximum: int) -> int:
 
 
 def _storage_uri(value: Any) -> str | None:
-    """``rate_limit_storage``: empty for this process's memory, else a Redis URL (never echoed back:
-    it may hold a password)."""
+    """``rate_limit_storage``: empty for this process's memory, else a Redis URL. Never echoed back,
+    and its password is masked in logs."""
     if not value:
         return None
     if not isinstance(value, str) or urlsplit(value).scheme not in REDIS_SCHEMES:
         raise ApixoInputError(
             "extra.rate_limit_storage", "must be empty or a redis:// or rediss:// URL (redis://host:6379/0)"
         )
+    if password := urlsplit(value).password:
+        mask_secret(password)
     return value
 
 
@@ -276,12 +279,14 @@ class ApixoHook(BaseHook):
             CLIENTS.release(self.settings.client_key)
 
     async def aclose(self) -> None:
-        """Let go of the async client (closed once no hook of the loop uses it). A lease taken in a
-        loop that has since ended is dropped: that loop's clients went with it."""
-        if self._ashared is not None:
+        """Let go of the async client (closed once no hook of the loop uses it). A lease taken in
+        another loop, one that has ended, can only be abandoned there."""
+        if self._ashared is not None and self._ashared_loop is not None:
             self._ashared = None
             if self._ashared_loop is asyncio.get_running_loop():
                 await CLIENTS.arelease(self.settings.client_key)
+            else:
+                CLIENTS.abandon(self._ashared_loop, self.settings.client_key)
 
     def _use(self, settings: ConnectionSettings) -> None:
         self._settings = settings
@@ -297,6 +302,8 @@ class ApixoHook(BaseHook):
     async def _async_client(self) -> AsyncClient:
         loop = asyncio.get_running_loop()
         if self._ashared is None or self._ashared_loop is not loop:
+            if self._ashared is not None and self._ashared_loop is not None:
+                CLIENTS.abandon(self._ashared_loop, self.settings.client_key)
             if self._settings is None:
                 conn = await self.aget_connection(self.apixo_conn_id)
                 self._use(ConnectionSettings.from_connection(conn, self.timeout))
@@ -558,15 +565,14 @@ class ApixoHook(BaseHook):
         }
 
 
-async def _turn_before(turn: Coroutine[Any, Any, None], deadline: float) -> bool:
-    """Wait for a scheduled read until the deadline; False when the deadline came first (the last
-    read then waits for the budget like any other request)."""
+async def _turn_before(turn: Coroutine[Any, Any, bool], deadline: float) -> bool:
+    """Wait for a scheduled read until the deadline; whether its request is paid for. When the
+    deadline comes first, the last read waits for the budget like any other request."""
     try:
         async with asyncio.timeout(max(0.0, deadline - time.time())):
-            await turn
+            return await turn
     except TimeoutError:
         return False
-    return True
 
 
 def _learned(outcome: PollOutcome) -> PollOutcome:

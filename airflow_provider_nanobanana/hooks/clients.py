@@ -100,6 +100,17 @@ class ClientRegistry:
             del clients[key]
         await shared.client.aclose()
 
+    def abandon(self, loop: asyncio.AbstractEventLoop, key: Hashable) -> None:
+        """Drop a lease taken in ``loop`` from outside it (the loop has ended, or is not running
+        here): its client cannot be closed from another loop, but is no longer kept."""
+        with self._lock:
+            clients = self._async.get(loop, {})
+            shared = clients.get(key)
+            if shared is not None:
+                shared.users -= 1
+                if shared.users <= 0:
+                    del clients[key]
+
     def open_clients(self) -> int:
         """How many clients are open in this process (sync, plus async over all live loops)."""
         with self._lock:

@@ -14,6 +14,7 @@ from airflow_provider_nanobanana.exceptions import ApixoInputError
 from airflow_provider_nanobanana.hooks.apixo import ApixoHook, RetryPolicy
 from airflow_provider_nanobanana.hooks.clients import CLIENTS
 from airflow_provider_nanobanana.pacing import RequestPacer
+from airflow_provider_nanobanana.scheduling import PollScheduler, PollTicket
 from airflow_provider_nanobanana.sensors.nanobanana import NanoBananaTaskSensor
 from tests.conftest import TEST_API_KEY, apixo_connection
 
@@ -60,6 +61,7 @@ async def test_two_keys_get_two_clients_and_two_budgets(emulator: EmulatorServer
 
 def test_a_client_never_crosses_event_loops(emulator: EmulatorServer) -> None:
     hook = ApixoHook()
+    open_before = CLIENTS.open_clients()
 
     async def read() -> object:
         client = await hook.aget_conn()
@@ -71,7 +73,9 @@ def test_a_client_never_crosses_event_loops(emulator: EmulatorServer) -> None:
     second = asyncio.run(read())
 
     assert second is not first
+    assert CLIENTS.open_clients() == open_before + 1  # the first loop's lease was let go
     asyncio.run(hook.aclose())
+    assert CLIENTS.open_clients() == open_before
 
 
 def test_sync_hooks_share_one_client_and_close_it_last(emulator: EmulatorServer) -> None:
@@ -110,7 +114,7 @@ async def test_a_429_slows_every_wait_on_the_key(
     try:
         with caplog.at_level(logging.WARNING):
             meets_the_429 = asyncio.create_task(one.aget_task_status(MODEL, task_id))
-            while emulator.emulator.request_count() < 2:
+            while "pausing requests of this key" not in caplog.text:
                 await asyncio.sleep(0.01)
             started = time.monotonic()
             await other.aget_task_status(MODEL, task_id)  # never saw a 429 itself
@@ -180,8 +184,16 @@ def test_sensor_pokes_go_through_the_pacer(emulator: EmulatorServer, counted_tur
 
 
 async def test_deferred_waits_take_their_turns_from_the_scheduler(
-    emulator: EmulatorServer, counted_turns: list[str]
+    emulator: EmulatorServer, counted_turns: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    granted: list[bool] = []
+    turn = PollScheduler.turn
+
+    async def counted_turn(self: PollScheduler, ticket: PollTicket) -> bool:
+        granted.append(await turn(self, ticket))
+        return granted[-1]
+
+    monkeypatch.setattr(PollScheduler, "turn", counted_turn)
     hook = ApixoHook()
     task_id = await hook.asubmit_task(MODEL, T2I)
     waits = [
@@ -192,7 +204,31 @@ async def test_deferred_waits_take_their_turns_from_the_scheduler(
     await hook.aclose()
 
     assert {outcome.status.value for outcome in outcomes} == {"success"}
-    assert counted_turns == ["async"] * emulator.emulator.request_count()
+    reads = emulator.emulator.request_count("GET")
+    assert granted == [True] * reads  # every read was granted by the scheduler...
+    assert counted_turns == ["async"] * (reads + 1)  # ...which took it from the pacer, as the submission did
+
+
+async def test_a_failing_budget_ends_the_waits_instead_of_parking_them(
+    emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hook = ApixoHook()
+    task_id = await hook.asubmit_task(MODEL, T2I)
+
+    async def broken(self: RequestPacer) -> None:
+        raise RuntimeError("the budget's store is gone")
+
+    monkeypatch.setattr(RequestPacer, "aacquire", broken)
+    waits = [
+        hook.await_task(MODEL, task_id, initial_delay=0.0, poll_interval=0.1, deadline=time.time() + 60)
+        for _ in range(3)
+    ]
+    try:
+        results = await asyncio.wait_for(asyncio.gather(*waits, return_exceptions=True), timeout=10)
+    finally:
+        await hook.aclose()
+
+    assert all(isinstance(result, RuntimeError) for result in results)
 
 
 @pytest.mark.parametrize(
