@@ -39,6 +39,8 @@ DEFAULT_REQUESTS_PER_MINUTE = 9_000
 DEFAULT_PAUSE_SECONDS = 1.0
 """How long a 429 without ``Retry-After`` pauses the key."""
 MAX_PAUSE_SECONDS = 60.0
+STORAGE_WARNING_SECONDS = 60.0
+"""How often an unreachable shared budget is warned about."""
 BURST = 10
 """Requests a second that may always go back to back (within the minute's budget)."""
 _MIN_WAIT = 0.001
@@ -144,7 +146,7 @@ class RequestPacer:
         """The shared budget cannot be reached: send anyway (APIXO's 429s still pause the key)."""
         now = self._clock()
         if now >= self._storage_warned_until:
-            self._storage_warned_until = now + MAX_PAUSE_SECONDS
+            self._storage_warned_until = now + STORAGE_WARNING_SECONDS
             log.warning("The shared request budget is unreachable, requests go unpaced: %s", error)
         return 0.0
 
