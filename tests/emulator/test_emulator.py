@@ -46,6 +46,7 @@ def fresh(server: EmulatorServer) -> Iterator[None]:
     settings = server.emulator.settings
     settings.api_key, settings.latency_seconds = "apixo-emulator-key", 0.0
     settings.generation_seconds, settings.pending_seconds = GENERATION, PENDING
+    settings.generation_seconds_max, settings.requests_per_minute = None, None
 
 
 @pytest.fixture
@@ -354,6 +355,36 @@ def test_injected_429_with_retry_after_then_normal(api: httpx.Client, emulator: 
     task_id = submit(api, t2i())
     assert status(api, task_id).status_code == 200
     assert emulator.submissions() == 1
+
+
+def test_the_per_minute_limit_counts_every_request_of_a_key(
+    server: EmulatorServer, api: httpx.Client, emulator: Emulator
+) -> None:
+    emulator.settings.requests_per_minute = 3
+    task_id = submit(api, t2i())
+    assert status(api, task_id).status_code == 200
+    assert api.get("/apikeys/current-balance").status_code == 200
+
+    refused = api.post(f"/generateTask/{MODEL}", json=t2i())
+
+    assert refused.status_code == 429
+    assert "Retry-After" not in refused.headers  # the contract documents no rate-limit headers
+    assert emulator.submissions() == 1
+    other_key = {"Authorization": "Bearer another-key"}
+    emulator.settings.api_key = None
+    assert api.get("/apikeys/current-balance", headers=other_key).status_code == 200  # its own minute
+    stats = httpx.get(server.root_url + "/_emulator/stats", trust_env=False).json()
+    assert stats == {"requests": 5, "rate_limited": 1, "tasks": 1}
+
+
+def test_generation_time_is_drawn_from_the_range(api: httpx.Client, emulator: Emulator) -> None:
+    emulator.settings.generation_seconds, emulator.settings.generation_seconds_max = 10.0, 20.0
+    for _ in range(20):
+        submit(api, t2i())
+
+    drawn = {task.generation_seconds for task in emulator.tasks}
+    assert all(10.0 <= seconds <= 20.0 for seconds in drawn)
+    assert len(drawn) > 1
 
 
 def test_injected_500_on_status_counts_down(api: httpx.Client, emulator: Emulator) -> None:
