@@ -62,6 +62,7 @@ def assert_generated(result: dict[str, Any], emulator: EmulatorServer, suffix: s
 def test_generate_waits_for_the_images(
     dag: DAG, deferred: bool, emulator: EmulatorServer, capfd: pytest.CaptureFixture[str]
 ) -> None:
+    emulator.emulator.settings.generation_seconds = 2.0  # room for reads while it runs, even when slow
     state, xcoms = run(dag, prompt="a red kite over dunes", output_format="jpeg")
 
     assert state == "success"
