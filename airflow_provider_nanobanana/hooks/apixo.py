@@ -261,7 +261,7 @@ class ApixoHook(BaseHook):
         """The connection's settings; a sync lookup, so never from inside an event loop."""
         if self._settings is None:
             conn = self.get_connection(self.apixo_conn_id)
-            self._use(ConnectionSettings.from_connection(conn, self.timeout))
+            self._settings = ConnectionSettings.from_connection(conn, self.timeout)
         assert self._settings is not None
         return self._settings
 
@@ -288,10 +288,6 @@ class ApixoHook(BaseHook):
             else:
                 CLIENTS.abandon(self._ashared_loop, self.settings.client_key)
 
-    def _use(self, settings: ConnectionSettings) -> None:
-        self._settings = settings
-        self._pacer = pacer_for(settings.pacer_config())
-
     def _sync_client(self) -> SyncClient:
         if self._shared is None:
             settings = self.settings
@@ -306,7 +302,7 @@ class ApixoHook(BaseHook):
                 CLIENTS.abandon(self._ashared_loop, self.settings.client_key)
             if self._settings is None:
                 conn = await self.aget_connection(self.apixo_conn_id)
-                self._use(ConnectionSettings.from_connection(conn, self.timeout))
+                self._settings = ConnectionSettings.from_connection(conn, self.timeout)
             settings = self.settings
             self._ashared = CLIENTS.alease(
                 settings.client_key, settings.client_options(), settings.max_in_flight
@@ -327,7 +323,7 @@ class ApixoHook(BaseHook):
         """Create a task and return its id. Resent only when APIXO provably did not take it."""
         path, what, body = self._submission(model, task_input, provider, callback_url)
         try:
-            return self._submitted(model, what, self._call("POST", path, what=what, json=body))
+            return self._submitted(model, self._call("POST", path, what=what, json=body))
         except ApixoMalformedResponseError as error:
             raise ApixoSubmissionUncertainError(what, str(error)) from error
 
@@ -343,7 +339,7 @@ class ApixoHook(BaseHook):
         await self._async_client()  # looks the connection up without blocking the loop
         path, what, body = self._submission(model, task_input, provider, callback_url)
         try:
-            return self._submitted(model, what, await self._acall("POST", path, what=what, json=body))
+            return self._submitted(model, await self._acall("POST", path, what=what, json=body))
         except ApixoMalformedResponseError as error:
             raise ApixoSubmissionUncertainError(what, str(error)) from error
 
@@ -358,7 +354,7 @@ class ApixoHook(BaseHook):
         )
         return SUBMIT_PATH.format(model=model), f"Submitting a {model} task", body
 
-    def _submitted(self, model: str, what: str, data: Any) -> str:
+    def _submitted(self, model: str, data: Any) -> str:
         task_id = parse_task_id(data)
         self.log.info("Submitted APIXO %s task %s", model, task_id)
         return task_id
