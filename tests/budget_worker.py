@@ -1,7 +1,8 @@
 """One process of the shared-budget test: a loop of waits on one key, submitting as fast as allowed.
 
-Run as ``python -m tests.budget_worker BASE_URL API_KEY EXTRA_JSON SLOTS SECONDS``; it prints
-``ready``, waits for a line on stdin (so that both processes start together), then prints what it did.
+Run as ``python -m tests.budget_worker BASE_URL API_KEY EXTRA_JSON SLOTS``; it prints ``ready``,
+starts at the first line on stdin (so that both processes start together), stops at the second, then
+prints what it did.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ TASK_INPUT = {
 }
 
 
-async def run(slots: int, seconds: float) -> dict[str, int]:
+async def run(slots: int) -> dict[str, int]:
     from airflow_provider_nanobanana.hooks.apixo import ApixoHook
     from airflow_provider_nanobanana.triggers.nanobanana import NanoBananaTaskTrigger
 
@@ -42,12 +43,13 @@ async def run(slots: int, seconds: float) -> dict[str, int]:
             pass
 
     waits = [asyncio.create_task(slot()) for _ in range(slots)]
-    await asyncio.wait(waits, timeout=seconds)
+    await asyncio.to_thread(sys.stdin.readline)
+    del waits  # still parked on the budget: the process ends with them
     return done
 
 
 def main() -> None:
-    base_url, api_key, extra, slots, seconds = sys.argv[1:6]
+    base_url, api_key, extra, slots = sys.argv[1:5]
     conn = {"conn_type": "apixo", "host": base_url, "password": api_key, "extra": json.loads(extra)}
     os.environ["AIRFLOW_CONN_APIXO_BUDGET"] = json.dumps(conn)
     protocol = os.fdopen(os.dup(1), "w")
@@ -56,7 +58,7 @@ def main() -> None:
 
     print("ready", file=protocol, flush=True)
     sys.stdin.readline()
-    print(json.dumps(asyncio.run(run(int(slots), float(seconds)))), file=protocol, flush=True)
+    print(json.dumps(asyncio.run(run(int(slots)))), file=protocol, flush=True)
     os._exit(0)  # waits still parked on the budget need no teardown
 
 
