@@ -2,10 +2,15 @@
 
 Airflow reads its configuration at import, so the environment is set before anything imports it.
 Two DAG bundles are configured: the shipped ``example_dags/`` and the tests' own ``tests/dags/``.
+Proxy variables are cleared first: the hook's clients honour them, and loopback must stay loopback.
+
+Markers: ``dag`` (a real Airflow on SQLite: ``dag.test()``), ``e2e`` (``airflow standalone``); every
+other test is marked ``unit`` at collection, so ``pytest -m unit`` is the quick in-process set.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -18,6 +23,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+for _name in PROXY_VARIABLES:
+    os.environ.pop(_name, None)
+    os.environ.pop(_name.lower(), None)
 
 ROOT = Path(__file__).resolve().parents[1]
 AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="nanobanana-tests-"))
@@ -48,6 +58,7 @@ os.environ.update(
 
 from airflow_provider_nanobanana import pacing  # noqa: E402
 from airflow_provider_nanobanana.emulator import EmulatorServer, EmulatorSettings  # noqa: E402
+from tests.support import EmulatorAdmin  # noqa: E402
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -72,11 +83,20 @@ def emulator_server() -> Iterator[EmulatorServer]:
 def emulator(emulator_server: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[EmulatorServer]:
     """The running emulator, reset, with ``apixo_default`` pointing at it."""
     settings = emulator_server.emulator.settings
-    saved = (settings.generation_seconds, settings.pending_seconds, settings.latency_seconds)
+    saved = dataclasses.asdict(settings)
     emulator_server.emulator.reset()
     monkeypatch.setenv("AIRFLOW_CONN_APIXO_DEFAULT", apixo_connection(emulator_server.base_url))
     yield emulator_server
-    settings.generation_seconds, settings.pending_seconds, settings.latency_seconds = saved
+    for name, value in saved.items():
+        setattr(settings, name, value)
+
+
+@pytest.fixture
+def emulator_admin(emulator: EmulatorServer) -> Iterator[EmulatorAdmin]:
+    """The reset emulator's admin endpoints: the way to steer and inspect it from any process."""
+    admin = EmulatorAdmin(emulator.root_url)
+    yield admin
+    admin.close()
 
 
 @pytest.fixture(autouse=True)
@@ -118,6 +138,12 @@ def airflow_db() -> Path:
     airflow = Path(sys.executable).parent / "airflow"
     subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True, timeout=300)
     return AIRFLOW_HOME
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if not any(item.get_closest_marker(name) for name in ("dag", "e2e")):
+            item.add_marker(pytest.mark.unit)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

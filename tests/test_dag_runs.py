@@ -5,7 +5,6 @@ With ``deferrable=True`` the trigger is serialised, rebuilt and run to its event
 
 from __future__ import annotations
 
-import copy
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -13,30 +12,14 @@ from airflow.models.xcom import XComModel
 from airflow.utils.session import create_session
 
 from tests.dags import provider_dags
+from tests.support import run
 
 if TYPE_CHECKING:
     from airflow.sdk import DAG
 
     from airflow_provider_nanobanana.emulator import EmulatorServer
 
-pytestmark = pytest.mark.usefixtures("airflow_db")
-
-
-def run(dag: DAG, **conf: Any) -> tuple[str, dict[tuple[str, str], Any]]:
-    """Run the DAG once; return the run's state and its XComs by (task_id, key).
-
-    ``dag.test(run_conf=...)`` writes the conf into the tasks' params: put them back afterwards.
-    """
-    saved = {task_id: copy.deepcopy(task.params) for task_id, task in dag.task_dict.items()}
-    try:
-        dag_run = dag.test(run_conf=conf or None)
-    finally:
-        for task_id, params in saved.items():
-            dag.task_dict[task_id].params = params
-    with create_session() as session:
-        rows = session.query(XComModel).filter_by(dag_id=dag.dag_id, run_id=dag_run.run_id).all()
-        xcoms = {(row.task_id, row.key): row.value for row in rows}
-    return dag_run.state, xcoms
+pytestmark = [pytest.mark.dag, pytest.mark.usefixtures("airflow_db")]
 
 
 def assert_generated(result: dict[str, Any], emulator: EmulatorServer, suffix: str = ".png") -> None:

@@ -4,23 +4,21 @@ from __future__ import annotations
 
 import json
 import os
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from airflow.dag_processing.dagbag import DagBag
 
 from tests.conftest import ROOT
-from tests.test_dag_runs import run
+from tests.support import LocalReceiver, run
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from airflow_provider_nanobanana.emulator import EmulatorServer
 
-pytestmark = pytest.mark.usefixtures("airflow_db")
+pytestmark = [pytest.mark.dag, pytest.mark.usefixtures("airflow_db")]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -66,29 +64,13 @@ def test_sensor_example_waits_for_the_submitted_task(dagbag: DagBag, emulator: E
     assert xcoms[("wait", "return_value")]["apixo_task_id"] == xcoms[("submit", "apixo_task_id")]
 
 
-class _Receiver(BaseHTTPRequestHandler):
-    received: ClassVar[list[tuple[str, Any]]] = []
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.received.append((self.path, json.loads(body)))
-        self.send_response(201)
-        self.end_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
 def cms(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, Any]]]:
     """A local stand-in for the CMS the publish example posts to."""
-    server = HTTPServer(("127.0.0.1", 0), _Receiver)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    connection = {"conn_type": "http", "host": "127.0.0.1", "port": server.server_port, "schema": "http"}
-    monkeypatch.setenv("AIRFLOW_CONN_CONTENT_PUBLISH", json.dumps(connection))
-    _Receiver.received = []
-    yield _Receiver.received
-    server.shutdown()
+    with LocalReceiver(status=201) as receiver:
+        connection = {"conn_type": "http", "host": "127.0.0.1", "port": receiver.port, "schema": "http"}
+        monkeypatch.setenv("AIRFLOW_CONN_CONTENT_PUBLISH", json.dumps(connection))
+        yield receiver.received
 
 
 def test_publish_posts_the_result_with_http_operator(

@@ -18,12 +18,10 @@ from airflow_provider_nanobanana.hooks.apixo import ApixoHook, RetryPolicy
 from airflow_provider_nanobanana.operators.nanobanana import NanoBananaGenerateOperator
 from tests.conftest import AIRFLOW_HOME, TEST_API_KEY, apixo_connection
 from tests.dags import provider_dags
-from tests.test_dag_runs import run
+from tests.support import WRONG_KEY, run
 
 if TYPE_CHECKING:
     from airflow_provider_nanobanana.emulator import EmulatorServer
-
-WRONG_KEY = "sk-apixo-wrong-0a9b8c7d6e5f"
 
 
 def error_texts(emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -43,6 +41,7 @@ def error_texts(emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> li
     return texts
 
 
+@pytest.mark.dag
 @pytest.mark.usefixtures("airflow_db")
 def test_api_key_appears_nowhere(
     emulator: EmulatorServer,

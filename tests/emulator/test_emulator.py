@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import struct
-import threading
 import time
 import zlib
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -16,6 +14,7 @@ import pytest
 
 from airflow_provider_nanobanana.emulator import Emulator, EmulatorServer, EmulatorSettings, cli, create_app
 from airflow_provider_nanobanana.emulator.images import _BitWriter, image_size, render_jpeg, render_png
+from tests.support import LocalReceiver
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -521,25 +520,9 @@ def test_admin_settings(raw: httpx.Client, emulator: Emulator) -> None:
 # --- callbacks ----------------------------------------------------------------------------------
 
 
-class _Receiver(BaseHTTPRequestHandler):
-    received: list[dict[str, Any]] = []  # noqa: RUF012 - class-level sink shared with the test
-
-    def do_POST(self) -> None:
-        length = int(self.headers["Content-Length"])
-        self.received.append(json.loads(self.rfile.read(length)))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 def test_callback_is_posted_once_to_loopback_only(api: httpx.Client, emulator: Emulator) -> None:
-    _Receiver.received = []
-    receiver = HTTPServer(("127.0.0.1", 0), _Receiver)
-    threading.Thread(target=receiver.serve_forever, daemon=True).start()
-    try:
-        local = f"http://127.0.0.1:{receiver.server_address[1]}/hook?secret=s"
+    with LocalReceiver() as receiver:
+        local = f"{receiver.url}/hook?secret=s"
         task_id = submit(api, {**t2i(), "request_type": "callback", "callback_url": local})
         remote_id = submit(
             api, {**t2i(), "request_type": "callback", "callback_url": "https://example.com/h"}
@@ -548,14 +531,12 @@ def test_callback_is_posted_once_to_loopback_only(api: httpx.Client, emulator: E
         while len(emulator.callbacks) < 2 and time.monotonic() < deadline:
             time.sleep(0.02)
         time.sleep(0.2)
-    finally:
-        receiver.shutdown()
-        receiver.server_close()
     records = {record.task_id: record for record in emulator.callbacks}
     assert len(emulator.callbacks) == 2
     assert records[task_id].status_code == 200
     assert records[remote_id].status_code is None and "loopback" in (records[remote_id].error or "")
-    [payload] = _Receiver.received
+    [(path, payload)] = receiver.received
+    assert path == "/hook?secret=s"
     assert payload["code"] == 200 and payload["data"]["taskId"] == task_id
     assert payload["data"]["state"] == "success" and isinstance(payload["data"]["resultJson"], str)
 

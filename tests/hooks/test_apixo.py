@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -32,6 +31,7 @@ from airflow_provider_nanobanana.hooks.apixo import ApixoHook, RetryPolicy
 from airflow_provider_nanobanana.models import DEFAULT_BASE_URL, TaskState
 from airflow_provider_nanobanana.polling import OutcomeStatus
 from tests.conftest import TEST_API_KEY, apixo_connection
+from tests.support import WRONG_KEY, free_port
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -46,7 +46,6 @@ FAST = RetryPolicy(max_attempts=3, initial_wait=0.01, max_wait=0.05)
 FAKE_BASE = "https://apixo.test/api/v1"
 STATUS_PATH = "/api/v1/statusTask"
 SUBMIT_PATH = "/api/v1/generateTask"
-WRONG_KEY = "sk-apixo-wrong-0f9e8d7c6b5a"
 HEX_ID = "0123456789abcdef0123456789abcdef"
 
 
@@ -88,13 +87,6 @@ def make_hook(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., ApixoHo
 @pytest.fixture
 def state(emulator: EmulatorServer) -> Emulator:
     return emulator.emulator
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def envelope(data: Any, code: int = 200, message: str = "success") -> dict[str, Any]:
@@ -392,7 +384,7 @@ def test_submission_rate_limited_every_time_gives_up(make_hook, state):
 
 
 def test_submission_connect_error_is_retried_then_transport_error(make_hook):
-    base = f"http://127.0.0.1:{closed_port()}/api/v1"
+    base = f"http://127.0.0.1:{free_port()}/api/v1"
     policy = RecordingPolicy(max_attempts=3, initial_wait=0.01, max_wait=0.05)
     hook = make_hook("apixo_closed", connection=apixo_connection(base), retry_policy=policy)
     with pytest.raises(ApixoTransportError) as caught:
@@ -909,7 +901,7 @@ def test_test_connection_with_a_wrong_key(make_hook, emulator, state):
 
 
 def test_test_connection_with_an_unreachable_host(make_hook):
-    base = f"http://127.0.0.1:{closed_port()}/api/v1"
+    base = f"http://127.0.0.1:{free_port()}/api/v1"
     ok, message = make_hook("apixo_closed", connection=apixo_connection(base)).test_connection()
     assert not ok
     assert message

@@ -10,19 +10,11 @@ from airflow.sdk import PokeReturnValue
 from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout, TaskDeferred
 
 from airflow_provider_nanobanana.exceptions import ApixoNotFoundError, ApixoTaskFailedError
-from airflow_provider_nanobanana.hooks.apixo import ApixoHook
 from airflow_provider_nanobanana.sensors.nanobanana import NanoBananaTaskSensor
+from tests.support import submit
 
 if TYPE_CHECKING:
     from airflow_provider_nanobanana.emulator import EmulatorServer
-
-
-def submit(prompt: str = "a lighthouse") -> str:
-    hook = ApixoHook()
-    try:
-        return hook.submit_task("nano-banana", {"mode": "text-to-image", "prompt": prompt})
-    finally:
-        hook.close()
 
 
 def make_sensor(task_id: str, **kwargs: Any) -> NanoBananaTaskSensor:

@@ -12,6 +12,7 @@ from airflow_provider_nanobanana.hooks import apixo
 from airflow_provider_nanobanana.hooks.apixo import RetryPolicy
 from airflow_provider_nanobanana.triggers.nanobanana import NanoBananaTaskTrigger
 from tests.conftest import apixo_connection
+from tests.support import submit
 
 if TYPE_CHECKING:
     from airflow.triggers.base import TriggerEvent
@@ -28,16 +29,6 @@ def make_trigger(task_id: str, *, seconds_left: float = 20, **kwargs: object) ->
 
 async def run_to_end(trigger: NanoBananaTaskTrigger) -> list[TriggerEvent]:
     return [event async for event in trigger.run()]
-
-
-def submit(server: EmulatorServer, prompt: str = "a lighthouse") -> str:
-    from airflow_provider_nanobanana.hooks.apixo import ApixoHook
-
-    hook = ApixoHook()
-    try:
-        return hook.submit_task("nano-banana", {"mode": "text-to-image", "prompt": prompt})
-    finally:
-        hook.close()
 
 
 def test_serialize_round_trips_ids_and_settings_only() -> None:
@@ -86,7 +77,7 @@ def test_kwargs_serialised_by_the_first_release_still_load() -> None:
 
 
 async def test_success_yields_one_event_with_the_result(emulator: EmulatorServer) -> None:
-    task_id = submit(emulator)
+    task_id = submit()
 
     events = await run_to_end(make_trigger(task_id))
 
@@ -101,7 +92,7 @@ async def test_success_yields_one_event_with_the_result(emulator: EmulatorServer
 
 async def test_failed_task_yields_failed_event_with_fail_code(emulator: EmulatorServer) -> None:
     emulator.emulator.fail_next_tasks("PROMPT_TOO_LONG", "prompt exceeds the limit")
-    task_id = submit(emulator)
+    task_id = submit()
 
     (event,) = await run_to_end(make_trigger(task_id))
 
@@ -112,7 +103,7 @@ async def test_failed_task_yields_failed_event_with_fail_code(emulator: Emulator
 
 async def test_deadline_yields_timeout_before_the_task_ends(emulator: EmulatorServer) -> None:
     emulator.emulator.settings.generation_seconds = 30
-    task_id = submit(emulator)
+    task_id = submit()
     started = time.monotonic()
 
     (event,) = await run_to_end(make_trigger(task_id, seconds_left=0.5))
@@ -125,7 +116,7 @@ async def test_deadline_yields_timeout_before_the_task_ends(emulator: EmulatorSe
 async def test_rejected_key_yields_error_without_retrying(
     emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    task_id = submit(emulator)
+    task_id = submit()
     monkeypatch.setenv("AIRFLOW_CONN_APIXO_WRONG", apixo_connection(emulator.base_url, "sk-wrong-key"))
     reads_before = emulator.emulator.request_count("GET")
 
@@ -148,7 +139,7 @@ def single_attempt_reads(monkeypatch: pytest.MonkeyPatch) -> None:
 async def test_error_budget_tolerates_shorter_runs_only(
     emulator: EmulatorServer, errors: int, status: str
 ) -> None:
-    task_id = submit(emulator)
+    task_id = submit()
     emulator.emulator.inject_http_errors(500, times=errors, endpoint="status")
 
     (event,) = await run_to_end(make_trigger(task_id, max_consecutive_errors=3))
@@ -161,7 +152,7 @@ async def test_a_trigger_that_starts_late_reads_at_once(emulator: EmulatorServer
     """The cadence counts from the submission: a trigger picked up late (a busy triggerer, a restart)
     does not wait another initial delay for a task that may long be done."""
     submitted_at = time.time()
-    task_id = submit(emulator)
+    task_id = submit()
     while emulator.emulator.state_of(task_id) != "success":
         await asyncio.sleep(0.05)
     trigger = make_trigger(task_id, initial_delay=30.0, poll_interval=30.0, submitted_at=submitted_at - 60)
@@ -174,7 +165,7 @@ async def test_a_trigger_that_starts_late_reads_at_once(emulator: EmulatorServer
 
 async def test_running_twice_only_reads(emulator: EmulatorServer) -> None:
     """A trigger may run twice (triggerer restart): it must never submit anything."""
-    task_id = submit(emulator)
+    task_id = submit()
 
     first = await run_to_end(make_trigger(task_id))
     second = await run_to_end(make_trigger(task_id))

@@ -1,0 +1,160 @@
+"""Helpers shared by the test modules: one place, so in-process and cross-process tests look alike."""
+
+from __future__ import annotations
+
+import copy
+import json
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from airflow.models.xcom import XComModel
+from airflow.utils.session import create_session
+
+from airflow_provider_nanobanana.hooks.apixo import ApixoHook
+
+if TYPE_CHECKING:
+    from datetime import datetime
+    from types import TracebackType
+
+    from airflow.sdk import DAG
+
+# A key the emulator refuses; like the test key it occurs nowhere else, so leak checks can search for it.
+WRONG_KEY = "sk-apixo-wrong-0f9e8d7c6b5a"
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def submit(prompt: str = "a lighthouse", model: str = "nano-banana") -> str:
+    """Submit a text-to-image task on ``apixo_default`` (as an upstream task would); its id."""
+    hook = ApixoHook()
+    try:
+        return hook.submit_task(model, {"mode": "text-to-image", "prompt": prompt})
+    finally:
+        hook.close()
+
+
+def run(
+    dag: DAG, logical_date: datetime | None = None, **conf: Any
+) -> tuple[str, dict[tuple[str, str], Any]]:
+    """Run the DAG once with ``dag.test()``; return the run's state and its XComs by (task_id, key).
+
+    A ``logical_date`` already run clears that run first, as a user's clear would.
+    ``dag.test(run_conf=...)`` writes the conf into the tasks' params: put them back afterwards.
+    """
+    saved = {task_id: copy.deepcopy(task.params) for task_id, task in dag.task_dict.items()}
+    try:
+        dated = {} if logical_date is None else {"logical_date": logical_date}
+        dag_run = dag.test(run_conf=conf or None, **dated)
+    finally:
+        for task_id, params in saved.items():
+            dag.task_dict[task_id].params = params
+    with create_session() as session:
+        rows = session.query(XComModel).filter_by(dag_id=dag.dag_id, run_id=dag_run.run_id).all()
+        xcoms = {(row.task_id, row.key): row.value for row in rows}
+    return dag_run.state, xcoms
+
+
+class LocalReceiver:
+    """A loopback HTTP server that records the JSON body of every POST: a CMS, a webhook receiver.
+
+    :param status: what it answers.
+    """
+
+    def __init__(self, status: int = 200) -> None:
+        self.received: list[tuple[str, Any]] = []
+        received, answer = self.received, status
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                received.append((self.path, json.loads(body)))
+                self.send_response(answer)
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = HTTPServer(("127.0.0.1", 0), Handler)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> LocalReceiver:
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class EmulatorAdmin:
+    """The emulator's admin endpoints (``/_emulator/*``) over HTTP.
+
+    Tests steer and inspect the emulator through this client whether the code under test runs in
+    the test process or in Airflow's own processes under ``airflow standalone``.
+    """
+
+    def __init__(self, root_url: str) -> None:
+        self._client = httpx.Client(base_url=root_url.rstrip("/") + "/_emulator", timeout=10, trust_env=False)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _get(self, path: str) -> Any:
+        response = self._client.get(path)
+        response.raise_for_status()
+        return response.json()
+
+    def _send(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        response = self._client.request(method, path, json=body)
+        response.raise_for_status()
+        return response.json()
+
+    def reset(self) -> None:
+        self._send("POST", "/reset")
+
+    def configure(self, **settings: float) -> dict[str, Any]:
+        """Change settings such as ``generation_seconds`` or ``requests_per_minute``."""
+        return dict(self._send("PATCH", "/settings", settings))
+
+    def fail_next_tasks(self, fail_code: str, count: int = 1, fail_msg: str | None = None) -> None:
+        rule: dict[str, Any] = {"fail_code": fail_code, "count": count}
+        if fail_msg is not None:
+            rule["fail_msg"] = fail_msg
+        self._send("POST", "/faults", {"fail_next_tasks": rule})
+
+    def inject_http_errors(
+        self, status: int, times: int, endpoint: str = "any", retry_after: float | None = None
+    ) -> None:
+        rule = {"status": status, "times": times, "endpoint": endpoint, "retry_after": retry_after}
+        self._send("POST", "/faults", {"http_errors": rule})
+
+    def tasks(self) -> list[dict[str, Any]]:
+        return list(self._get("/tasks")["tasks"])
+
+    def requests(self) -> list[dict[str, str]]:
+        """Every API request received, in order: ``{"method", "path"}``."""
+        return list(self._get("/requests")["requests"])
+
+    def submissions(self) -> int:
+        """POSTs that created a task: what was paid for."""
+        return int(self._get("/stats")["tasks"])
+
+    def callbacks(self) -> list[dict[str, Any]]:
+        return list(self._get("/callbacks")["callbacks"])
