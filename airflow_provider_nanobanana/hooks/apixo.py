@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from urllib.parse import urlsplit
 import httpx
 from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
-from tenacity import AsyncRetrying, Retrying, retry_if_exception, stop_after_attempt
+from tenacity import AsyncRetrying, Retrying, retry_if_exception, stop_after_attempt, stop_before_delay
 
 from airflow_provider_nanobanana import __version__
 from airflow_provider_nanobanana.exceptions import (
@@ -80,6 +81,7 @@ if TYPE_CHECKING:
 
     from airflow.sdk import Connection
     from tenacity import RetryCallState
+    from tenacity.stop import stop_base
 
 DEFAULT_REQUEST_TIMEOUT = 30.0
 DEFAULT_MAX_IN_FLIGHT = 32
@@ -359,11 +361,16 @@ class ApixoHook(BaseHook):
         self.log.info("Submitted APIXO %s task %s", model, task_id)
         return task_id
 
-    def get_task_status(self, model: str, task_id: str) -> TaskStatus:
-        """Read a task's status; ``model`` must be the one the task was created with."""
+    def get_task_status(self, model: str, task_id: str, *, time_limit: float | None = None) -> TaskStatus:
+        """Read a task's status; ``model`` must be the one the task was created with.
+
+        :param time_limit: seconds the read may take, retries included (default: as long as the
+            retry policy and the request timeout allow).
+        """
         check_model_id(model)
         path, what = STATUS_PATH.format(model=model), f"Reading APIXO task {task_id}"
-        return TaskStatus.from_api(self._call("GET", path, what=what, params=status_query(task_id)))
+        data = self._call("GET", path, what=what, time_limit=time_limit, params=status_query(task_id))
+        return TaskStatus.from_api(data)
 
     async def aget_task_status(self, model: str, task_id: str) -> TaskStatus:
         """Async :meth:`get_task_status`, for triggers."""
@@ -387,14 +394,17 @@ class ApixoHook(BaseHook):
     ) -> PollOutcome:
         """Poll until the task ends, a run of errors exhausts the budget, or ``deadline`` (Unix time).
 
-        Blocking, at a fixed cadence; every read still waits for its turn in the key's budget.
+        Blocking, at a fixed cadence; every read still waits for its turn in the key's budget. As in
+        :meth:`await_task`, a hanging read cannot outlast the deadline much.
         """
         poller = TaskPoller(model, task_id, deadline, max_consecutive_errors, self.log)
         delay = initial_delay
         while True:
             time.sleep(poller.sleep_time(delay))
             try:
-                answer: TaskStatus | ApixoError = self.get_task_status(model, task_id)
+                answer: TaskStatus | ApixoError = self.get_task_status(
+                    model, task_id, time_limit=poller.read_budget()
+                )
             except ApixoError as error:
                 answer = error
             if outcome := poller.observe(answer):
@@ -483,19 +493,33 @@ class ApixoHook(BaseHook):
 
     # -- transport -------------------------------------------------------------------------------
 
-    def _call(self, method: str, path: str, *, what: str, attempts: int | None = None, **kwargs: Any) -> Any:
-        shared, pacer = self._sync_client(), self.pacer
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        what: str,
+        attempts: int | None = None,
+        time_limit: float | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """One request with retries. A blocking request cannot be cancelled like a coroutine, so a
+        ``time_limit`` shrinks each attempt's timeouts to what is left of it and starts no retry
+        that would end past it."""
+        shared, pacer, timeout = self._sync_client(), self.pacer, self.settings.timeout
+        ends = math.inf if time_limit is None else time.monotonic() + time_limit
 
         def attempt() -> Any:
             pacer.acquire()
             with shared.slots:
+                left = min(timeout, max(0.0, ends - time.monotonic()))
                 try:
-                    response = shared.client.request(method, path, **kwargs)
+                    response = shared.client.request(method, path, timeout=left, **kwargs)
                 except httpx.HTTPError as error:
                     raise _transport_error(error, method, what) from error
             return self._checked(response, what)
 
-        return Retrying(**self._retry_options(what, attempts))(attempt)
+        return Retrying(**self._retry_options(what, attempts, time_limit))(attempt)
 
     async def _acall(
         self,
@@ -538,9 +562,14 @@ class ApixoHook(BaseHook):
                 )
             raise
 
-    def _retry_options(self, what: str, attempts: int | None) -> dict[str, Any]:
+    def _retry_options(
+        self, what: str, attempts: int | None, time_limit: float | None = None
+    ) -> dict[str, Any]:
         policy = self.retry_policy
         max_attempts = attempts or policy.max_attempts
+        stop: stop_base = stop_after_attempt(max_attempts)
+        if time_limit is not None:
+            stop = stop | stop_before_delay(time_limit)
 
         def log_retry(state: RetryCallState) -> None:
             self.log.warning(
@@ -554,7 +583,7 @@ class ApixoHook(BaseHook):
 
         return {
             "retry": retry_if_exception(lambda error: isinstance(error, ApixoError) and error.transient),
-            "stop": stop_after_attempt(max_attempts),
+            "stop": stop,
             "wait": policy.wait,
             "before_sleep": log_retry,
             "reraise": True,

@@ -826,6 +826,30 @@ async def test_await_task_abandons_a_hanging_read_at_the_deadline(make_hook, sta
     assert time.monotonic() - started < 1.5
 
 
+def test_wait_for_task_abandons_a_hanging_read_at_the_deadline(make_hook, state, monkeypatch):
+    """The blocking wait is bounded like the async one: a hanging read ends soon after the deadline."""
+    task_id = make_hook().submit_task(MODEL, T2I)
+    monkeypatch.setattr("airflow_provider_nanobanana.polling.READ_OVERRUN_SECONDS", 0.2)
+    state.settings.latency_seconds = 3
+    hook = make_hook(timeout=10)
+    started = time.monotonic()
+    outcome = hook.wait_for_task(
+        MODEL, task_id, initial_delay=0, poll_interval=0.05, deadline=time.time() + 0.2
+    )
+    assert outcome.status is OutcomeStatus.TIMEOUT
+    assert "deadline" in outcome.message
+    assert time.monotonic() - started < 1.5
+
+
+def test_status_read_time_limit_starts_no_retry_past_it(make_hook, state):
+    """The policy allows ten attempts 0.3 s apart; within a 1 s limit only four can start."""
+    state.inject_http_errors(503, 10, "status", retry_after=0.3)
+    policy = RetryPolicy(max_attempts=10, initial_wait=0.01, max_wait=1.0)
+    with pytest.raises(ApixoServerError):
+        make_hook(retry_policy=policy).get_task_status(MODEL, "task_x", time_limit=1.0)
+    assert 1 <= state.request_count("GET", STATUS_PATH) <= 4
+
+
 def test_wait_for_task_gives_up_after_consecutive_errors(make_hook, state):
     policy = RetryPolicy(max_attempts=2, initial_wait=0.01, max_wait=0.02)
     hook = make_hook(retry_policy=policy)
