@@ -160,13 +160,7 @@ class TaskPoller:
             self.log.info("APIXO task %s is now %s", self.task_id, status.state.value)
             self._state = status.state
         self._last = status
-        if status.state is TaskState.SUCCESS:
-            return self._end(OutcomeStatus.SUCCESS, f"produced {len(status.result_urls)} image(s)", status)
-        if status.state is TaskState.FAILED:
-            return self._end(
-                OutcomeStatus.FAILED, f"failed with {status.fail_code}: {status.fail_message}", status
-            )
-        return None
+        return final_outcome(self.model, status)
 
     def _on_error(self, error: ApixoError) -> PollOutcome | None:
         # A task read right after submission may not be visible yet, and a garbled answer may be a
@@ -185,5 +179,21 @@ class TaskPoller:
         return self._end(OutcomeStatus.ERROR, f"could not be polled: {error}", self._last)
 
     def _end(self, status: OutcomeStatus, detail: str, task: TaskStatus | None) -> PollOutcome:
-        message = f"APIXO task {self.task_id} ({self.model}) {detail}"
-        return PollOutcome(status, self.task_id, self.model, message, task)
+        return _outcome(status, self.model, self.task_id, detail, task)
+
+
+def final_outcome(model: str, status: TaskStatus) -> PollOutcome | None:
+    """What one status read means on its own: the outcome once the task has ended, else None."""
+    if status.state is TaskState.SUCCESS:
+        detail = f"produced {len(status.result_urls)} image(s)"
+        return _outcome(OutcomeStatus.SUCCESS, model, status.task_id, detail, status)
+    if status.state is TaskState.FAILED:
+        detail = f"failed with {status.fail_code}: {status.fail_message}"
+        return _outcome(OutcomeStatus.FAILED, model, status.task_id, detail, status)
+    return None
+
+
+def _outcome(
+    status: OutcomeStatus, model: str, task_id: str, detail: str, task: TaskStatus | None
+) -> PollOutcome:
+    return PollOutcome(status, task_id, model, f"APIXO task {task_id} ({model}) {detail}", task)

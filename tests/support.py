@@ -16,7 +16,6 @@ from airflow.utils.session import create_session
 from airflow_provider_nanobanana.hooks.apixo import ApixoHook
 
 if TYPE_CHECKING:
-    from datetime import datetime
     from types import TracebackType
 
     from airflow.sdk import DAG
@@ -41,18 +40,14 @@ def submit(prompt: str = "a lighthouse", model: str = "nano-banana") -> str:
         hook.close()
 
 
-def run(
-    dag: DAG, logical_date: datetime | None = None, **conf: Any
-) -> tuple[str, dict[tuple[str, str], Any]]:
+def run(dag: DAG, **conf: Any) -> tuple[str, dict[tuple[str, str], Any]]:
     """Run the DAG once with ``dag.test()``; return the run's state and its XComs by (task_id, key).
 
-    A ``logical_date`` already run clears that run first, as a user's clear would.
     ``dag.test(run_conf=...)`` writes the conf into the tasks' params: put them back afterwards.
     """
     saved = {task_id: copy.deepcopy(task.params) for task_id, task in dag.task_dict.items()}
     try:
-        dated = {} if logical_date is None else {"logical_date": logical_date}
-        dag_run = dag.test(run_conf=conf or None, **dated)
+        dag_run = dag.test(run_conf=conf or None)
     finally:
         for task_id, params in saved.items():
             dag.task_dict[task_id].params = params

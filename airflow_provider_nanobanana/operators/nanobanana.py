@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException, AirflowTaskTimeout
 
-from airflow_provider_nanobanana.exceptions import ApixoTaskFailedError
+from airflow_provider_nanobanana.exceptions import ApixoNotFoundError, ApixoTaskFailedError, ApixoWaitError
 from airflow_provider_nanobanana.hooks.apixo import ApixoHook
 from airflow_provider_nanobanana.models import (
     DEFAULT_INITIAL_DELAY,
@@ -19,14 +19,18 @@ from airflow_provider_nanobanana.models import (
     DEFAULT_TIMEOUT,
     NANO_BANANA,
     NanoBananaRequest,
+    is_input_fail_code,
 )
 from airflow_provider_nanobanana.polling import (
     DEFAULT_MAX_CONSECUTIVE_ERRORS,
     DEFER_TIMEOUT_GRACE,
+    OutcomeStatus,
     PollOutcome,
     check_error_budget,
     check_seconds,
+    final_outcome,
 )
+from airflow_provider_nanobanana.reattach import Submission, SubmissionRecord
 from airflow_provider_nanobanana.triggers.nanobanana import NanoBananaTaskTrigger
 
 if TYPE_CHECKING:
@@ -43,7 +47,11 @@ class NanoBananaGenerateOperator(BaseOperator):
     Every field is checked against the API's rules before any HTTP request (the wait settings when
     the DAG is parsed). The APIXO task id is pushed to XCom (key ``apixo_task_id``) as soon as it
     exists. By default the wait is deferred to the triggerer so no worker slot is held meanwhile.
-    Once the task is submitted, only a transient APIXO failure lets Airflow retry (and submit anew).
+
+    A submitted task is recorded in ``task_state_store`` until the Airflow task has an outcome, so
+    the next try after a crash, a lost trigger or a wait that ran out reattaches to it instead of
+    paying again (:mod:`airflow_provider_nanobanana.reattach`). A transient APIXO failure is
+    retried with a new task; an input-caused one fails for good.
 
     Returns ``{"apixo_task_id", "state", "result_urls", "create_time", "complete_time",
     "cost_time"}``, or just the task id when ``wait_for_completion`` is False. Result URLs expire
@@ -65,6 +73,9 @@ class NanoBananaGenerateOperator(BaseOperator):
     :param initial_delay: seconds before the first status read (default 5).
     :param timeout: how long to wait for the task, in seconds or as a timedelta (default 300).
     :param max_consecutive_errors: failed status reads in a row that end the wait.
+    :param reattach: a later try waits for the task an earlier try submitted (default). False
+        submits a new task on every try (a fresh image each time); a wait that ends without an
+        outcome then fails for good instead of letting a retry pay a second time.
     """
 
     model = NANO_BANANA
@@ -99,6 +110,7 @@ class NanoBananaGenerateOperator(BaseOperator):
         initial_delay: timedelta | float = DEFAULT_INITIAL_DELAY,
         timeout: timedelta | float = DEFAULT_TIMEOUT,
         max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS,
+        reattach: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -117,47 +129,61 @@ class NanoBananaGenerateOperator(BaseOperator):
         self.initial_delay = check_seconds("initial_delay", initial_delay, minimum=0)
         self.timeout = check_seconds("timeout", timeout, minimum=1)
         self.max_consecutive_errors = check_error_budget(max_consecutive_errors)
+        self.reattach = reattach
 
     @cached_property
     def hook(self) -> ApixoHook:
         return ApixoHook(self.apixo_conn_id)
 
     def execute(self, context: Context) -> Any:
-        submitted_at = time.time()
-        task_id = self._submit(self._validated_request())
-        with self._paid_for(task_id):
-            context["ti"].xcom_push(key=XCOM_TASK_ID_KEY, value=task_id)
+        request = self._validated_request()
+        record = self._record(context)
+        reattached = self._reattached(record)
+        if reattached is None:
+            submission, ended = Submission(self._submit(request), self.model, time.time()), None
+            record.write(submission)
+        else:
+            submission, ended = reattached
+        with self._paid_for(submission.task_id, record):
+            context["ti"].xcom_push(key=XCOM_TASK_ID_KEY, value=submission.task_id)
             if not self.wait_for_completion:
-                return task_id
-            end_time = time.time() + self.timeout
-            if self.deferrable:
-                self.defer(
-                    trigger=NanoBananaTaskTrigger(
-                        apixo_task_id=task_id,
-                        end_time=end_time,
-                        model=self.model,
-                        apixo_conn_id=self.apixo_conn_id,
-                        poll_interval=self.poll_interval,
-                        initial_delay=self.initial_delay,
-                        max_consecutive_errors=self.max_consecutive_errors,
-                        submitted_at=submitted_at,
-                    ),
-                    method_name=self.execute_complete.__name__,
-                    timeout=timedelta(seconds=self.timeout) + DEFER_TIMEOUT_GRACE,
-                )
-            outcome = self.hook.wait_for_task(
-                self.model,
-                task_id,
-                initial_delay=self.initial_delay,
-                poll_interval=self.poll_interval,
-                deadline=end_time,
-                max_consecutive_errors=self.max_consecutive_errors,
+                return submission.task_id
+            if ended is not None:
+                return self._finish(ended)
+            return self._wait(submission)
+
+    def _wait(self, submission: Submission) -> Any:
+        """Defer, or poll here; either way ``initial_delay`` counts from the submission."""
+        end_time = time.time() + self.timeout
+        if self.deferrable:
+            self.defer(
+                trigger=NanoBananaTaskTrigger(
+                    apixo_task_id=submission.task_id,
+                    end_time=end_time,
+                    model=self.model,
+                    apixo_conn_id=self.apixo_conn_id,
+                    poll_interval=self.poll_interval,
+                    initial_delay=self.initial_delay,
+                    max_consecutive_errors=self.max_consecutive_errors,
+                    submitted_at=submission.submitted_at,
+                ),
+                method_name=self.execute_complete.__name__,
+                timeout=timedelta(seconds=self.timeout) + DEFER_TIMEOUT_GRACE,
             )
-            return self._finish(outcome)
+        outcome = self.hook.wait_for_task(
+            self.model,
+            submission.task_id,
+            initial_delay=max(0.0, submission.submitted_at + self.initial_delay - time.time()),
+            poll_interval=self.poll_interval,
+            deadline=end_time,
+            max_consecutive_errors=self.max_consecutive_errors,
+        )
+        return self._finish(outcome)
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
         """Back from the trigger, or from its failure or timeout: the task is paid for either way."""
-        with self._paid_for(context["ti"].xcom_pull(task_ids=self.task_id, key=XCOM_TASK_ID_KEY)):
+        task_id = context["ti"].xcom_pull(task_ids=self.task_id, key=XCOM_TASK_ID_KEY)
+        with self._paid_for(task_id, self._record(context)):
             return super().resume_execution(next_method, next_kwargs, context)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
@@ -185,22 +211,66 @@ class NanoBananaGenerateOperator(BaseOperator):
         self.log.info("%s", outcome.message)
         return outcome.result()
 
-    @contextmanager
-    def _paid_for(self, task_id: str | None) -> Iterator[None]:
-        """After submission, only a transient APIXO failure may end in an Airflow retry (a new task).
+    def _record(self, context: Context) -> SubmissionRecord:
+        return SubmissionRecord.of(context) if self.reattach else SubmissionRecord(None)
 
-        Anything else (a wait without outcome, a timeout, a lost trigger, a broken event) fails for
-        good and names the task: a retry would pay again while the first task may still finish.
+    def _reattached(self, record: SubmissionRecord) -> tuple[Submission, PollOutcome | None] | None:
+        """The task an earlier try submitted, and its outcome if it has ended successfully.
+
+        A transient failure, or a task APIXO does not know (expired, another account), is dropped
+        so that a new task is submitted; an input-caused failure fails for good.
+        """
+        previous = record.read()
+        if previous is None:
+            return None
+        try:
+            status = self.hook.get_task_status(previous.model, previous.task_id)
+        except ApixoNotFoundError as error:
+            self.log.warning("Not reattaching (%s): submitting a new task", error)
+            record.drop()
+            return None
+        outcome = final_outcome(previous.model, status)
+        if outcome is not None and outcome.status is OutcomeStatus.FAILED:
+            record.drop()
+            if is_input_fail_code(status.fail_code):
+                outcome.result()
+            self.log.warning("Not reattaching: %s. Submitting a new task.", outcome.message)
+            return None
+        self.log.info(
+            "Reattaching to APIXO task %s (%s), submitted by an earlier try: it is %s",
+            previous.task_id,
+            previous.model,
+            status.state.value,
+        )
+        return previous, outcome
+
+    @contextmanager
+    def _paid_for(self, task_id: str | None, record: SubmissionRecord) -> Iterator[None]:
+        """After submission: an APIXO outcome ends the record; a wait without one keeps it.
+
+        Success and APIXO failures drop the record (a transient failure then retries with a new
+        task). Anything else (a deadline, polling errors, a lost trigger, ``execution_timeout``)
+        leaves the task paid for and unfinished: when the record holds it, the next try waits for it
+        again, so Airflow may retry; otherwise a retry would pay twice, so the task fails for good.
         """
         try:
             yield
-        except (AirflowFailException, ApixoTaskFailedError):
+        except ApixoTaskFailedError:
+            record.drop()
             raise
         except (Exception, AirflowTaskTimeout) as error:
+            cause = f"After submitting APIXO task {task_id}: {type(error).__name__}: {error}."
+            if record.holds(task_id):
+                raise ApixoWaitError(
+                    str(task_id),
+                    f"{cause} The next try of this Airflow task (a retry, or a clear) waits for that "
+                    "same APIXO task instead of submitting a new one.",
+                ) from error
             raise AirflowFailException(
-                f"After submitting APIXO task {task_id}: {type(error).__name__}: {error}. "
-                "Not retried, so the image is not paid for twice: wait for it with "
+                f"{cause} Not retried, so the image is not paid for twice: wait for it with "
                 f"NanoBananaTaskSensor(apixo_task_id={task_id!r}), or clear this task to submit anew."
             ) from error
+        else:
+            record.drop()
         finally:
             self.hook.close()

@@ -68,3 +68,6 @@ with _dag("test_generate_mapped") as generate_mapped:
     NanoBananaGenerateOperator.partial(task_id="generate", **FAST).expand(
         prompt=["a red kite", "a blue kite", "a green kite"]
     )
+
+with _dag("test_generate_blocking_timeout") as generate_blocking_timeout:
+    _generate(deferrable=False, retries=1, retry_delay=timedelta(0), execution_timeout=timedelta(seconds=4))

@@ -1,0 +1,306 @@
+"""Reattach on retry: a paid-for APIXO task is waited for again, never submitted twice.
+
+Unit tests drive the operator with a dictionary standing in for ``task_state_store``; the DAG tests
+run real retries with ``dag.test()``, where the store is Airflow's own. Clearing is tested under
+``airflow standalone`` (tests/e2e): ``dag.test()`` deletes and re-creates a run instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR, TriggerFailureReason
+from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
+
+from airflow_provider_nanobanana.exceptions import ApixoTaskRejectedError, ApixoWaitError
+from airflow_provider_nanobanana.operators.nanobanana import NanoBananaGenerateOperator
+from airflow_provider_nanobanana.reattach import RECORD_KEY, RECORD_RETENTION
+from tests.dags import provider_dags
+from tests.support import run, submit
+
+if TYPE_CHECKING:
+    from airflow.triggers.base import BaseTrigger
+
+    from tests.support import EmulatorAdmin
+
+LONG = "[emulator:seconds=30]"
+
+
+class FakeStore:
+    """``task_state_store`` as the operator uses it."""
+
+    def __init__(self, **values: Any) -> None:
+        self.values = dict(values)
+        self.retention: dict[str, Any] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.values.get(key, default)
+
+    def set(self, key: str, value: Any, *, retention: Any = None) -> None:
+        self.values[key] = value
+        self.retention[key] = retention
+
+    def delete(self, key: str) -> None:
+        self.values.pop(key, None)
+
+
+class BrokenStore(FakeStore):
+    def set(self, key: str, value: Any, *, retention: Any = None) -> None:
+        raise RuntimeError("state store unavailable")
+
+
+class FakeTaskInstance:
+    def __init__(self) -> None:
+        self.xcom: dict[str, Any] = {}
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.xcom[key] = value
+
+    def xcom_pull(self, task_ids: str, key: str) -> Any:
+        return self.xcom.get(key)
+
+
+def context(store: FakeStore) -> Any:
+    return {"ti": FakeTaskInstance(), "task_state_store": store}
+
+
+def operator(**kwargs: Any) -> NanoBananaGenerateOperator:
+    options = {"prompt": "a lighthouse", "initial_delay": 0.1, "poll_interval": 0.1, "timeout": 20, **kwargs}
+    return NanoBananaGenerateOperator(task_id="generate", **options)
+
+
+def recorded(task_id: str) -> FakeStore:
+    """The store as an earlier try left it after submitting ``task_id``."""
+    return FakeStore(
+        **{RECORD_KEY: {"task_id": task_id, "model": "nano-banana", "submitted_at": time.time()}}
+    )
+
+
+def ended(admin: EmulatorAdmin, task_id: str) -> str:
+    """Wait until the emulator's task has ended; its final state."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        state = next(task["state"] for task in admin.tasks() if task["id"] == task_id)
+        if state in ("success", "failed"):
+            return str(state)
+        time.sleep(0.1)
+    raise AssertionError(f"emulator task {task_id} did not end")
+
+
+# --- one try ----------------------------------------------------------------------------------------
+
+
+def test_submission_is_recorded_before_the_wait(emulator_admin: EmulatorAdmin) -> None:
+    store = FakeStore()
+    ctx = context(store)
+
+    with pytest.raises(TaskDeferred):
+        operator().execute(ctx)
+
+    (task,) = emulator_admin.tasks()
+    assert store.values[RECORD_KEY]["task_id"] == task["id"] == ctx["ti"].xcom["apixo_task_id"]
+    assert store.values[RECORD_KEY]["model"] == "nano-banana"
+    assert time.time() - store.values[RECORD_KEY]["submitted_at"] < 10
+    assert store.retention[RECORD_KEY] == RECORD_RETENTION
+
+
+async def first_event(trigger: BaseTrigger) -> Any:
+    async for event in trigger.run():
+        return event.payload
+    raise AssertionError("the trigger ended without an event")
+
+
+def finish(op: NanoBananaGenerateOperator, store: FakeStore) -> Any:
+    """One try to its end: blocking, or deferred, its trigger run, and resumed with the event."""
+    ctx = context(store)
+    try:
+        return op.execute(ctx)
+    except TaskDeferred as deferred:
+        event = asyncio.run(first_event(deferred.trigger))
+        return op.resume_execution(deferred.method_name, {"event": event}, ctx)
+
+
+@pytest.mark.parametrize("deferrable", [True, False], ids=["deferred", "blocking"])
+def test_success_drops_the_record_so_a_clear_submits_anew(
+    deferrable: bool, emulator_admin: EmulatorAdmin
+) -> None:
+    store = FakeStore()
+    op = operator(deferrable=deferrable)
+
+    assert finish(op, store)["state"] == "success"
+    assert RECORD_KEY not in store.values
+    finish(op, store)
+    assert emulator_admin.submissions() == 2
+
+
+def test_no_wait_drops_the_record_once_the_id_is_returned(emulator_admin: EmulatorAdmin) -> None:
+    store = FakeStore()
+
+    task_id = operator(wait_for_completion=False).execute(context(store))
+
+    assert task_id == emulator_admin.tasks()[0]["id"]
+    assert RECORD_KEY not in store.values
+
+
+# --- the next try -----------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("emulator")
+def test_retry_reattaches_to_a_running_task_in_the_triggerer(emulator_admin: EmulatorAdmin) -> None:
+    task_id = submit(f"a lighthouse {LONG}")
+    ctx = context(recorded(task_id))
+
+    with pytest.raises(TaskDeferred) as deferred:
+        operator().execute(ctx)
+
+    assert deferred.value.trigger.apixo_task_id == task_id
+    assert ctx["ti"].xcom["apixo_task_id"] == task_id
+    assert emulator_admin.submissions() == 1
+
+
+@pytest.mark.usefixtures("emulator")
+def test_retry_reattaches_to_a_running_task_blocking(emulator_admin: EmulatorAdmin) -> None:
+    emulator_admin.configure(generation_seconds=1.5)
+    task_id = submit()
+    store = recorded(task_id)
+
+    result = operator(deferrable=False).execute(context(store))
+
+    assert result["apixo_task_id"] == task_id and result["state"] == "success"
+    assert emulator_admin.submissions() == 1
+    assert RECORD_KEY not in store.values
+
+
+@pytest.mark.usefixtures("emulator")
+def test_retry_returns_a_task_that_succeeded_meanwhile_without_waiting(emulator_admin: EmulatorAdmin) -> None:
+    task_id = submit()
+    ended(emulator_admin, task_id)
+    store = recorded(task_id)
+
+    result = operator(deferrable=True).execute(context(store))  # no TaskDeferred: nothing to wait for
+
+    assert result["apixo_task_id"] == task_id and result["result_urls"]
+    assert emulator_admin.submissions() == 1
+    assert RECORD_KEY not in store.values
+
+
+@pytest.mark.usefixtures("emulator")
+def test_retry_after_an_input_caused_failure_fails_for_good(emulator_admin: EmulatorAdmin) -> None:
+    task_id = submit("a cat [emulator:fail=NSFW_DETECTED]")
+    ended(emulator_admin, task_id)
+    store = recorded(task_id)
+
+    with pytest.raises(ApixoTaskRejectedError, match="NSFW_DETECTED"):
+        operator().execute(context(store))
+
+    assert emulator_admin.submissions() == 1
+    assert RECORD_KEY not in store.values
+
+
+@pytest.mark.parametrize(
+    "earlier", ["a cat [emulator:fail=GENERATION_FAILED]", None], ids=["transient failure", "unknown task"]
+)
+@pytest.mark.usefixtures("emulator")
+def test_retry_submits_anew_when_the_earlier_task_cannot_deliver(
+    earlier: str | None, emulator_admin: EmulatorAdmin
+) -> None:
+    if earlier is None:
+        task_id = "task_unknown_to_apixo"
+    else:
+        task_id = submit(earlier)
+        ended(emulator_admin, task_id)
+    store = recorded(task_id)
+
+    with pytest.raises(TaskDeferred) as deferred:
+        operator().execute(context(store))
+
+    new_id = deferred.value.trigger.apixo_task_id
+    assert new_id != task_id
+    assert store.values[RECORD_KEY]["task_id"] == new_id
+    assert emulator_admin.submissions() == (1 if earlier is None else 2)
+
+
+@pytest.mark.usefixtures("emulator")
+def test_reattach_off_submits_on_every_try_and_records_nothing(emulator_admin: EmulatorAdmin) -> None:
+    task_id = submit(f"a lighthouse {LONG}")
+    store = recorded(task_id)
+
+    with pytest.raises(TaskDeferred) as deferred:
+        operator(reattach=False).execute(context(store))
+
+    assert deferred.value.trigger.apixo_task_id != task_id
+    assert store.values[RECORD_KEY]["task_id"] == task_id  # untouched
+    assert emulator_admin.submissions() == 2
+
+
+# --- a wait that ends without an outcome ------------------------------------------------------------
+
+
+def wait_without_outcome(status: str) -> tuple[str, dict[str, Any]]:
+    if status == "lost trigger":
+        return TRIGGER_FAIL_REPR, {"error": TriggerFailureReason.TRIGGER_TIMEOUT}
+    event = {
+        "status": status,
+        "apixo_task_id": "task_1",
+        "model": "nano-banana",
+        "message": "m",
+        "task": None,
+    }
+    return "execute_complete", {"event": event}
+
+
+@pytest.mark.parametrize("status", ["timeout", "error", "lost trigger"])
+def test_wait_without_outcome_is_retryable_while_the_record_holds_the_task(status: str) -> None:
+    store = recorded("task_1")
+    ctx = context(store)
+    ctx["ti"].xcom_push("apixo_task_id", "task_1")
+
+    with pytest.raises(ApixoWaitError, match="waits for that same APIXO task") as raised:
+        operator().resume_execution(*wait_without_outcome(status), ctx)
+
+    assert not isinstance(raised.value, AirflowFailException)
+    assert store.values[RECORD_KEY]["task_id"] == "task_1"
+
+
+@pytest.mark.parametrize("store", [None, BrokenStore()], ids=["no store", "store down"])
+@pytest.mark.usefixtures("emulator")
+def test_without_a_record_a_wait_without_outcome_fails_for_good(
+    store: FakeStore | None, emulator_admin: EmulatorAdmin
+) -> None:
+    ctx = {"ti": FakeTaskInstance(), "task_state_store": store}
+    op = operator(deferrable=False, prompt=f"a lighthouse {LONG}", timeout=1)
+
+    with pytest.raises(AirflowFailException, match=r"Not retried, so the image is not paid for twice"):
+        op.execute(ctx)
+
+    assert emulator_admin.submissions() == 1
+
+
+# --- real retries and clears ------------------------------------------------------------------------
+
+
+@pytest.mark.dag
+@pytest.mark.usefixtures("airflow_db")
+def test_retry_after_the_deadline_waits_for_the_same_task(emulator_admin: EmulatorAdmin) -> None:
+    """The first try's 3 s wait runs out; the retry reattaches and the task finishes at 5 s."""
+    state, xcoms = run(provider_dags.generate_retrying, prompt="a kite [emulator:seconds=5]")
+
+    assert state == "success"
+    (task,) = emulator_admin.tasks()
+    assert xcoms[("generate", "return_value")]["apixo_task_id"] == task["id"]
+    assert emulator_admin.submissions() == 1
+
+
+@pytest.mark.dag
+@pytest.mark.usefixtures("airflow_db")
+def test_retry_after_execution_timeout_waits_for_the_same_task(emulator_admin: EmulatorAdmin) -> None:
+    """Blocking: ``execution_timeout`` (4 s) kills the first try's wait; the retry reattaches."""
+    state, xcoms = run(provider_dags.generate_blocking_timeout, prompt="a kite [emulator:seconds=6]")
+
+    assert state == "success"
+    (task,) = emulator_admin.tasks()
+    assert xcoms[("generate", "return_value")]["apixo_task_id"] == task["id"]
+    assert emulator_admin.submissions() == 1
