@@ -106,7 +106,8 @@ class EmulatorAdmin:
     """
 
     def __init__(self, root_url: str) -> None:
-        self._client = httpx.Client(base_url=root_url.rstrip("/") + "/_emulator", timeout=10, trust_env=False)
+        self.root_url = root_url.rstrip("/")
+        self._client = httpx.Client(base_url=self.root_url + "/_emulator", timeout=10, trust_env=False)
 
     def close(self) -> None:
         self._client.close()
@@ -146,6 +147,15 @@ class EmulatorAdmin:
     def requests(self) -> list[dict[str, str]]:
         """Every API request received, in order: ``{"method", "path"}``."""
         return list(self._get("/requests")["requests"])
+
+    def request_count(self, method: str | None = None, path_prefix: str | None = None) -> int:
+        """How many API requests matched the method and path prefix (e.g. ``/api/v1/statusTask``)."""
+        return sum(
+            1
+            for request in self.requests()
+            if (method is None or request["method"] == method.upper())
+            and (path_prefix is None or request["path"].startswith(path_prefix))
+        )
 
     def submissions(self) -> int:
         """POSTs that created a task: what was paid for."""

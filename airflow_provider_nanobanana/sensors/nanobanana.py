@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.exceptions import AirflowSensorTimeout
 
-from airflow_provider_nanobanana.exceptions import ApixoInputError, ApixoWaitTimeoutError
+from airflow_provider_nanobanana.exceptions import ApixoError, ApixoInputError, ApixoWaitTimeoutError
 from airflow_provider_nanobanana.hooks.apixo import ApixoHook
 from airflow_provider_nanobanana.models import DEFAULT_POLL_INTERVAL, NANO_BANANA, check_model_id
 from airflow_provider_nanobanana.polling import (
@@ -28,6 +29,11 @@ if TYPE_CHECKING:
 
     from airflow.sdk import Context
 
+    from airflow_provider_nanobanana.models import TaskStatus
+
+# Where a rescheduled sensor keeps its run of failed reads between pokes; renaming it resets the runs.
+ERRORS_KEY = "apixo_poll_errors"
+
 
 class NanoBananaTaskSensor(BaseSensorOperator):
     """Wait for an existing APIXO task, e.g. one whose id came from XCom.
@@ -35,11 +41,18 @@ class NanoBananaTaskSensor(BaseSensorOperator):
     Returns what :class:`NanoBananaGenerateOperator` returns and treats a failed task the same way.
     It only reads the task, so its retries are always safe; it never cancels what it did not submit.
 
+    A read that fails (the task not visible yet right after its submission, a garbled answer, the
+    service down after the hook's retries) counts towards ``max_consecutive_errors`` as in the
+    deferred wait; a good read resets the count. In poke mode the count lives in the sensor. In
+    reschedule mode every poke is a new sensor, so the run of failures is kept in the task
+    instance's ``task_state_store`` (key ``apixo_poll_errors``), tagged with the try number so that a
+    new try starts afresh, and dropped once a read succeeds. Without a store it counts per poke.
+
     :param apixo_task_id: the APIXO task id. Templated.
     :param model: the model the task was created with (default ``nano-banana``). Templated.
     :param apixo_conn_id: the ``apixo`` connection.
     :param deferrable: wait in the triggerer (default); otherwise ``mode`` (poke/reschedule) applies.
-    :param max_consecutive_errors: failed status reads in a row that end a deferred wait.
+    :param max_consecutive_errors: failed status reads in a row that end the wait.
     """
 
     template_fields: Sequence[str] = ("apixo_task_id", "model", "apixo_conn_id")
@@ -92,11 +105,24 @@ class NanoBananaTaskSensor(BaseSensorOperator):
 
     @cached_property
     def _poller(self) -> TaskPoller:
-        """Kept across pokes (in poke mode), so that only state changes are logged at INFO."""
-        return TaskPoller(self.model, self.apixo_task_id, deadline=math.inf, log=self.log)
+        """Kept across pokes (in poke mode): it counts failed reads and logs only state changes at INFO."""
+        return self._new_poller(self.max_consecutive_errors)
+
+    def _new_poller(self, max_consecutive_errors: int) -> TaskPoller:
+        return TaskPoller(self.model, self.apixo_task_id, math.inf, max_consecutive_errors, self.log)
 
     def poke(self, context: Context) -> PokeReturnValue | bool:
-        outcome = self._poller.observe(self.hook.get_task_status(self.model, self.apixo_task_id))
+        carried = _CarriedErrors.of(context) if self.reschedule else None
+        before = 0 if carried is None else carried.read()
+        # A fresh poller with the budget that the earlier pokes of this try left.
+        poller = self._poller if carried is None else self._new_poller(self.max_consecutive_errors - before)
+        try:
+            answer: TaskStatus | ApixoError = self.hook.get_task_status(self.model, self.apixo_task_id)
+        except ApixoError as error:
+            answer = error
+        outcome = poller.observe(answer)
+        if carried is not None:
+            carried.write(before, before + 1 if outcome is None and isinstance(answer, ApixoError) else 0)
         if outcome is None:
             return False
         return PokeReturnValue(is_done=True, xcom_value=outcome.result())
@@ -109,3 +135,30 @@ class NanoBananaTaskSensor(BaseSensorOperator):
             return outcome.result()
         except ApixoWaitTimeoutError as error:
             raise AirflowSensorTimeout(str(error)) from error
+
+
+@dataclass(frozen=True)
+class _CarriedErrors:
+    """A rescheduled sensor's run of failed reads, kept in ``task_state_store`` between its pokes."""
+
+    store: Any
+    try_number: int
+
+    @classmethod
+    def of(cls, context: Context) -> _CarriedErrors | None:
+        store, ti = context.get("task_state_store"), context.get("ti")
+        return None if store is None or ti is None else cls(store, ti.try_number)
+
+    def read(self) -> int:
+        stored = self.store.get(ERRORS_KEY)
+        if isinstance(stored, dict) and stored.get("try") == self.try_number:
+            errors = stored.get("errors")
+            return errors if isinstance(errors, int) and errors > 0 else 0
+        return 0
+
+    def write(self, before: int, errors: int) -> None:
+        """Store the new count; a run that ended (a good read, or the wait's end) is dropped."""
+        if errors:
+            self.store.set(ERRORS_KEY, {"try": self.try_number, "errors": errors})
+        elif before:
+            self.store.delete(ERRORS_KEY)
