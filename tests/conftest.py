@@ -58,10 +58,11 @@ os.environ.update(
 
 from airflow_provider_nanobanana import pacing  # noqa: E402
 from airflow_provider_nanobanana.emulator import EmulatorServer, EmulatorSettings  # noqa: E402
-from tests.support import EmulatorAdmin  # noqa: E402
+from airflow_provider_nanobanana.hooks.apixo import ApixoHook, RetryPolicy  # noqa: E402
+from tests.support import FAST, EmulatorAdmin  # noqa: E402
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
 
 def apixo_connection(base_url: str, api_key: str = TEST_API_KEY, **extra: object) -> str:
@@ -97,6 +98,29 @@ def emulator_admin(emulator: EmulatorServer) -> Iterator[EmulatorAdmin]:
     admin = EmulatorAdmin(emulator.root_url)
     yield admin
     admin.close()
+
+
+@pytest.fixture
+def make_hook(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., ApixoHook]]:
+    """Build hooks (optionally on a fresh ``AIRFLOW_CONN_*``); their sync clients are closed afterwards."""
+    made: list[ApixoHook] = []
+
+    def make(
+        conn_id: str = "apixo_default",
+        *,
+        connection: str | None = None,
+        retry_policy: RetryPolicy = FAST,
+        timeout: float | None = 5.0,
+    ) -> ApixoHook:
+        if connection is not None:
+            monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", connection)
+        hook = ApixoHook(conn_id, retry_policy=retry_policy, timeout=timeout)
+        made.append(hook)
+        return hook
+
+    yield make
+    for hook in made:
+        hook.close()
 
 
 @pytest.fixture(autouse=True)

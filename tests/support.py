@@ -6,6 +6,7 @@ import copy
 import json
 import socket
 import threading
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import TYPE_CHECKING, Any
 
@@ -13,12 +14,13 @@ import httpx
 from airflow.models.xcom import XComModel
 from airflow.utils.session import create_session
 
-from airflow_provider_nanobanana.hooks.apixo import ApixoHook
+from airflow_provider_nanobanana.hooks.apixo import ApixoHook, RetryPolicy
 
 if TYPE_CHECKING:
     from types import TracebackType
 
     from airflow.sdk import DAG
+    from tenacity import RetryCallState
 
 # A key the emulator refuses; like the test key it occurs nowhere else, so leak checks can search for it.
 WRONG_KEY = "sk-apixo-wrong-0f9e8d7c6b5a"
@@ -29,6 +31,22 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+# Quick retries for tests that do not test the production settings.
+FAST = RetryPolicy(max_attempts=3, initial_wait=0.01, max_wait=0.05)
+
+
+@dataclass(frozen=True)
+class RecordingPolicy(RetryPolicy):
+    """A RetryPolicy that remembers every wait it chose, so tests can check backoff and Retry-After."""
+
+    waits: list[float] = field(default_factory=list, compare=False)
+
+    def wait(self, state: RetryCallState) -> float:
+        value = super().wait(state)
+        self.waits.append(value)
+        return value
 
 
 def submit(prompt: str = "a lighthouse", model: str = "nano-banana") -> str:
@@ -136,9 +154,22 @@ class EmulatorAdmin:
         self._send("POST", "/faults", {"fail_next_tasks": rule})
 
     def inject_http_errors(
-        self, status: int, times: int, endpoint: str = "any", retry_after: float | None = None
+        self,
+        status: int,
+        times: int,
+        endpoint: str = "any",
+        retry_after: float | None = None,
+        retry_after_format: str = "seconds",
     ) -> None:
-        rule = {"status": status, "times": times, "endpoint": endpoint, "retry_after": retry_after}
+        """The next ``times`` requests to ``endpoint`` answer ``status``; ``retry_after_format`` is
+        ``seconds`` or ``http-date``."""
+        rule = {
+            "status": status,
+            "times": times,
+            "endpoint": endpoint,
+            "retry_after": retry_after,
+            "retry_after_format": retry_after_format,
+        }
         self._send("POST", "/faults", {"http_errors": rule})
 
     def tasks(self) -> list[dict[str, Any]]:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import dataclass, field
+from concurrent.futures import Future
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -31,57 +32,19 @@ from airflow_provider_nanobanana.hooks.apixo import ApixoHook, RetryPolicy
 from airflow_provider_nanobanana.models import DEFAULT_BASE_URL, TaskState
 from airflow_provider_nanobanana.polling import OutcomeStatus
 from tests.conftest import TEST_API_KEY, apixo_connection
-from tests.support import WRONG_KEY, free_port
+from tests.support import FAST, WRONG_KEY, RecordingPolicy, free_port
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
-
-    from tenacity import RetryCallState
+    from collections.abc import Iterator
 
     from airflow_provider_nanobanana.emulator import Emulator, EmulatorServer
 
 MODEL = "nano-banana"
 T2I = {"mode": "text-to-image", "prompt": "a watercolor fox", "aspect_ratio": "16:9", "output_format": "png"}
-FAST = RetryPolicy(max_attempts=3, initial_wait=0.01, max_wait=0.05)
 FAKE_BASE = "https://apixo.test/api/v1"
 STATUS_PATH = "/api/v1/statusTask"
 SUBMIT_PATH = "/api/v1/generateTask"
 HEX_ID = "0123456789abcdef0123456789abcdef"
-
-
-@dataclass(frozen=True)
-class RecordingPolicy(RetryPolicy):
-    """A RetryPolicy that remembers every wait it chose, so tests can check backoff and Retry-After."""
-
-    waits: list[float] = field(default_factory=list, compare=False)
-
-    def wait(self, state: RetryCallState) -> float:
-        value = super().wait(state)
-        self.waits.append(value)
-        return value
-
-
-@pytest.fixture
-def make_hook(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., ApixoHook]]:
-    """Build hooks (optionally on a fresh ``AIRFLOW_CONN_*``); their sync clients are closed afterwards."""
-    made: list[ApixoHook] = []
-
-    def make(
-        conn_id: str = "apixo_default",
-        *,
-        connection: str | None = None,
-        retry_policy: RetryPolicy = FAST,
-        timeout: float | None = 5.0,
-    ) -> ApixoHook:
-        if connection is not None:
-            monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", connection)
-        hook = ApixoHook(conn_id, retry_policy=retry_policy, timeout=timeout)
-        made.append(hook)
-        return hook
-
-    yield make
-    for hook in made:
-        hook.close()
 
 
 @pytest.fixture
@@ -115,6 +78,7 @@ def poll_until_terminal(hook: ApixoHook, task_id: str) -> tuple[list[TaskState],
 
 
 def test_submit_and_status_through_every_state(make_hook, emulator, state):
+    state.settings.pending_seconds, state.settings.generation_seconds = 1.0, 2.0  # seen even when slow
     hook = make_hook()
     task_id = hook.submit_task(MODEL, T2I)
 
@@ -126,10 +90,11 @@ def test_submit_and_status_through_every_state(make_hook, emulator, state):
     assert final.task_id == task_id
     assert final.result_urls == (f"{emulator.root_url}/files/{task_id}/0.png",)
     assert final.create_time is not None and final.complete_time is not None
-    assert final.cost_time == 600
+    assert final.cost_time == 2000
 
 
-async def test_async_status_through_every_state(make_hook, emulator):
+async def test_async_status_through_every_state(make_hook, emulator, state):
+    state.settings.pending_seconds, state.settings.generation_seconds = 1.0, 2.0
     hook = make_hook()
     task_id = hook.submit_task(MODEL, T2I)
     seen: list[TaskState] = []
@@ -228,7 +193,39 @@ async def test_async_client_is_reused_across_calls(make_hook, state):
 # --- retries --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("status", [429, 500, 503])
+def test_production_retry_policy_is_five_attempts_from_1_s_up_to_30_s():
+    """Every other test injects its own policy: this pins what a deployed hook, trigger and sensor use."""
+    assert (
+        ApixoHook().retry_policy
+        == RetryPolicy()
+        == RetryPolicy(max_attempts=5, initial_wait=1.0, max_wait=30.0)
+    )
+
+
+def retry_state(attempt: int, error: BaseException) -> Any:
+    """What tenacity hands the policy after a failed attempt."""
+    outcome = Future()
+    outcome.set_exception(error)
+    return SimpleNamespace(attempt_number=attempt, outcome=outcome)
+
+
+def test_production_backoff_grows_exponentially_with_full_jitter(monkeypatch):
+    policy, error = RetryPolicy(), ApixoServerError(500, "down")
+    monkeypatch.setattr("random.uniform", lambda low, high: high)  # the top of each jitter range
+    ceilings = [policy.wait(retry_state(attempt, error)) for attempt in range(1, 8)]
+    monkeypatch.setattr("random.uniform", lambda low, high: low)
+    floors = {policy.wait(retry_state(attempt, error)) for attempt in range(1, 8)}
+    assert ceilings == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+    assert floors == {0.0}
+
+
+@pytest.mark.parametrize(("retry_after", "wait"), [(0.5, 0.5), (12, 12.0), (600, 30.0)])
+def test_production_policy_honours_retry_after_up_to_30_s(retry_after, wait):
+    error = ApixoRateLimitError(429, "slow down", retry_after=retry_after)
+    assert RetryPolicy().wait(retry_state(1, error)) == wait
+
+
+@pytest.mark.parametrize("status", [429, 500, 502, 503, 504])
 def test_status_read_retries_transient_errors(make_hook, state, status):
     task_id = make_hook().submit_task(MODEL, T2I)
     state.inject_http_errors(status, 2, "status")
@@ -342,9 +339,11 @@ def test_submission_read_timeout_is_uncertain_and_not_resent(make_hook, state):
     assert state.submissions() == 1  # the paid task exists; a resend would have made two
 
 
-@pytest.mark.parametrize("status", [500, 502])
-def test_submission_answered_5xx_is_uncertain_and_not_resent(make_hook, state, status):
-    state.inject_http_errors(status, 5, "submit")
+@pytest.mark.parametrize("retry_after", [None, 0.01], ids=["no-retry-after", "retry-after"])
+@pytest.mark.parametrize("status", [500, 502, 504])
+def test_submission_answered_5xx_is_uncertain_and_not_resent(make_hook, state, status, retry_after):
+    """Only a 503 with Retry-After says the request was not taken; any other 5xx may come after it was."""
+    state.inject_http_errors(status, 5, "submit", retry_after=retry_after)
     with pytest.raises(ApixoSubmissionUncertainError):
         make_hook().submit_task(MODEL, T2I)
     assert state.request_count("POST") == 1
@@ -794,7 +793,7 @@ def test_wait_for_task_times_out(make_hook, state):
     outcome = hook.wait_for_task(MODEL, task_id, **wait_kwargs(0.4))
     assert outcome.status is OutcomeStatus.TIMEOUT
     assert outcome.task is not None and not outcome.task.state.is_terminal
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 5  # the task takes 30 s
 
 
 async def test_await_task_times_out(make_hook, state):
@@ -806,14 +805,14 @@ async def test_await_task_times_out(make_hook, state):
     finally:
         await hook.aclose()
     assert outcome.status is OutcomeStatus.TIMEOUT
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 5  # the task takes 30 s
 
 
 async def test_await_task_abandons_a_hanging_read_at_the_deadline(make_hook, state, monkeypatch):
     """A read that hangs past the deadline must not delay the timeout outcome until Airflow's own."""
     task_id = make_hook().submit_task(MODEL, T2I)
     monkeypatch.setattr("airflow_provider_nanobanana.polling.READ_OVERRUN_SECONDS", 0.2)
-    state.settings.latency_seconds = 3
+    state.settings.latency_seconds = 5
     hook = make_hook(timeout=10)
     started = time.monotonic()
     try:
@@ -823,14 +822,14 @@ async def test_await_task_abandons_a_hanging_read_at_the_deadline(make_hook, sta
     finally:
         await hook.aclose()
     assert outcome.status is OutcomeStatus.TIMEOUT
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 3
 
 
 def test_wait_for_task_abandons_a_hanging_read_at_the_deadline(make_hook, state, monkeypatch):
     """The blocking wait is bounded like the async one: a hanging read ends soon after the deadline."""
     task_id = make_hook().submit_task(MODEL, T2I)
     monkeypatch.setattr("airflow_provider_nanobanana.polling.READ_OVERRUN_SECONDS", 0.2)
-    state.settings.latency_seconds = 3
+    state.settings.latency_seconds = 5
     hook = make_hook(timeout=10)
     started = time.monotonic()
     outcome = hook.wait_for_task(
@@ -838,7 +837,7 @@ def test_wait_for_task_abandons_a_hanging_read_at_the_deadline(make_hook, state,
     )
     assert outcome.status is OutcomeStatus.TIMEOUT
     assert "deadline" in outcome.message
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 3
 
 
 def test_status_read_time_limit_starts_no_retry_past_it(make_hook, state):
@@ -959,6 +958,65 @@ def test_test_connection_fallback_still_rejects_a_wrong_key(fake_api):
     ok, message = hook.test_connection()
     assert not ok
     assert "API key" in message
+
+
+def _balance_route(request: httpx.Request) -> httpx.Response:
+    """A balance endpoint in an undocumented shape that still refuses a call without the key."""
+    if request.headers.get("Authorization") != f"Bearer {TEST_API_KEY}":
+        return httpx.Response(401, json={"code": 401, "message": "Invalid or missing API key"})
+    return httpx.Response(200, text="<html>balance: 12</html>")
+
+
+def test_test_connection_accepts_an_unexpected_shape_once_a_keyless_call_is_refused(fake_api):
+    mock, hook = fake_api
+    balance = mock.get("/apikeys/current-balance").mock(side_effect=_balance_route)
+    ok, message = hook.test_connection()
+    assert ok, message
+    with_key, without_key = (call.request.headers["Authorization"] for call in balance.calls)
+    assert (with_key, without_key) == (f"Bearer {TEST_API_KEY}", "")
+
+
+def test_test_connection_rejects_an_unexpected_shape_that_needs_no_key(fake_api):
+    """Any web server answers 200 somewhere: without a refused keyless call that proves nothing."""
+    mock, hook = fake_api
+    balance = mock.get("/apikeys/current-balance").respond(200, json={"hello": "world"})
+    ok, message = hook.test_connection()
+    assert not ok
+    assert f"{FAKE_BASE} does not answer like the APIXO API" in message
+    assert balance.call_count == 2
+
+
+def test_test_connection_fallback_accepts_a_status_read_answered_400(fake_api):
+    """A status read may refuse the made-up task id as a bad request: the key still passed."""
+    mock, hook = fake_api
+    mock.get("/apikeys/current-balance").respond(404, json={"code": 404, "message": "Not found"})
+    probe = mock.get("/statusTask/nano-banana").mock(
+        side_effect=lambda request: (
+            httpx.Response(400, json={"code": 400, "message": "Invalid request"})
+            if request.headers.get("Authorization")
+            else httpx.Response(401, json={"code": 401, "message": "Invalid or missing API key"})
+        )
+    )
+    ok, message = hook.test_connection()
+    assert ok, message
+    assert probe.call_count == 2
+
+
+def test_test_connection_reports_a_tls_failure_naming_the_host(make_hook, emulator):
+    """HTTPS to a plain-HTTP port: a real TLS handshake failure."""
+    host = f"127.0.0.1:{emulator.port}"
+    hook = make_hook("apixo_tls", connection=apixo_connection(f"https://{host}/api/v1"))
+    ok, message = hook.test_connection()
+    assert not ok
+    assert f"https://{host}/api/v1/apikeys/current-balance failed" in message
+    assert "SSL" in message
+
+
+def test_test_connection_reports_a_timeout_naming_the_host(make_hook, emulator, state):
+    state.settings.latency_seconds = 2
+    ok, message = make_hook(timeout=0.2).test_connection()
+    assert not ok
+    assert f"{emulator.base_url}/apikeys/current-balance timed out" in message
 
 
 def test_test_connection_is_not_retried(fake_api):
