@@ -14,6 +14,8 @@ import secrets
 import threading
 import time
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
@@ -72,6 +74,7 @@ class _HttpErrors(BaseModel):
     times: int = Field(ge=1)
     endpoint: Literal["submit", "status", "any"] = "any"
     retry_after: float | None = Field(default=None, ge=0)
+    retry_after_format: Literal["seconds", "http-date"] = "seconds"
 
 
 class _FaultsBody(BaseModel):
@@ -104,7 +107,11 @@ def _injected_response(rule: HttpErrorRule) -> JSONResponse:
     response = error_response(rule.status)
     if rule.retry_after is not None:
         seconds = float(rule.retry_after)
-        response.headers["Retry-After"] = str(int(seconds)) if seconds.is_integer() else f"{seconds:g}"
+        if rule.retry_after_format == "http-date":
+            when = datetime.now(UTC) + timedelta(seconds=seconds)
+            response.headers["Retry-After"] = format_datetime(when, usegmt=True)
+        else:
+            response.headers["Retry-After"] = str(int(seconds)) if seconds.is_integer() else f"{seconds:g}"
     return response
 
 

@@ -33,6 +33,7 @@ DEFAULT_API_KEY = "apixo-emulator-key"
 
 Endpoint = Literal["submit", "status", "any"]
 ENDPOINTS: tuple[str, ...] = ("submit", "status", "any")
+RetryAfterFormat = Literal["seconds", "http-date"]
 
 _FAIL_MARKER = re.compile(r"\[emulator:fail=([A-Za-z0-9_.\-]+)\]")
 _SECONDS_MARKER = re.compile(r"\[emulator:seconds=(\d+(?:\.\d+)?)\]")
@@ -138,6 +139,8 @@ class HttpErrorRule:
     remaining: int
     endpoint: Endpoint = "any"
     retry_after: float | None = None
+    retry_after_format: RetryAfterFormat = "seconds"
+    """``Retry-After`` as delta-seconds or as an HTTP-date; HTTP allows both."""
 
     def matches(self, endpoint: str) -> bool:
         return self.remaining > 0 and self.endpoint in ("any", endpoint)
@@ -236,7 +239,12 @@ class Emulator:
             self._faults.fail_next.extend([(fail_code, fail_msg)] * count)
 
     def inject_http_errors(
-        self, status: int, times: int, endpoint: Endpoint = "any", retry_after: float | None = None
+        self,
+        status: int,
+        times: int,
+        endpoint: Endpoint = "any",
+        retry_after: float | None = None,
+        retry_after_format: RetryAfterFormat = "seconds",
     ) -> None:
         """The next ``times`` matching API requests answer ``status`` (error envelope), creating nothing."""
         if not 400 <= status <= 599:
@@ -248,7 +256,8 @@ class Emulator:
         if retry_after is not None and retry_after < 0:
             raise ValueError("retry_after must not be negative")
         with self._lock:
-            rule = HttpErrorRule(status, times, endpoint, None if retry_after is None else float(retry_after))
+            seconds = None if retry_after is None else float(retry_after)
+            rule = HttpErrorRule(status, times, endpoint, seconds, retry_after_format)
             self._faults.http_errors.append(rule)
 
     def reset(self) -> None:
@@ -286,7 +295,9 @@ class Emulator:
             for rule in self._faults.http_errors:
                 if rule.matches(endpoint):
                     rule.remaining -= 1
-                    return HttpErrorRule(rule.status, 1, rule.endpoint, rule.retry_after)
+                    return HttpErrorRule(
+                        rule.status, 1, rule.endpoint, rule.retry_after, rule.retry_after_format
+                    )
             return None
 
     def create_task(self, model: str, body: dict[str, Any], base_url: str) -> EmulatedTask:
