@@ -16,7 +16,7 @@ from tests.support import LocalReceiver, run
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from airflow_provider_nanobanana.emulator import EmulatorServer
+    from tests.support import EmulatorAdmin
 
 pytestmark = [pytest.mark.dag, pytest.mark.usefixtures("airflow_db")]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -37,27 +37,27 @@ def test_every_example_parses(dagbag: DagBag) -> None:
     }
 
 
-def test_text_to_image_saves_the_images(dagbag: DagBag, emulator: EmulatorServer) -> None:
+def test_text_to_image_saves_the_images(dagbag: DagBag, emulator_admin: EmulatorAdmin) -> None:
     state, xcoms = run(dagbag.dags["example_nanobanana_text_to_image"])
 
     assert state == "success"
     (path,) = xcoms[("save_images", "return_value")]
     assert Path(path).parent == Path(os.environ["NANOBANANA_OUTPUT_DIR"]).resolve()
     assert Path(path).read_bytes().startswith(PNG_SIGNATURE)
-    assert emulator.emulator.tasks[0].aspect_ratio == "16:9"
+    assert emulator_admin.tasks()[0]["input"]["aspect_ratio"] == "16:9"
 
 
-def test_image_to_image_edits_the_first_result(dagbag: DagBag, emulator: EmulatorServer) -> None:
+def test_image_to_image_edits_the_first_result(dagbag: DagBag, emulator_admin: EmulatorAdmin) -> None:
     state, xcoms = run(dagbag.dags["example_nanobanana_image_to_image"])
 
     assert state == "success"
-    _, edit = emulator.emulator.tasks
-    assert edit.input["mode"] == "image-to-image"
-    assert edit.input["image_urls"] == xcoms[("base_image", "return_value")]["result_urls"]
+    _, edit = (task["input"] for task in emulator_admin.tasks())
+    assert edit["mode"] == "image-to-image"
+    assert edit["image_urls"] == xcoms[("base_image", "return_value")]["result_urls"]
     assert xcoms[("edit_image", "return_value")]["result_urls"][0].endswith(".jpeg")
 
 
-def test_sensor_example_waits_for_the_submitted_task(dagbag: DagBag, emulator: EmulatorServer) -> None:
+def test_sensor_example_waits_for_the_submitted_task(dagbag: DagBag, emulator_admin: EmulatorAdmin) -> None:
     state, xcoms = run(dagbag.dags["example_nanobanana_sensor"])
 
     assert state == "success"
@@ -74,7 +74,7 @@ def cms(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, Any]]]:
 
 
 def test_publish_posts_the_result_with_http_operator(
-    dagbag: DagBag, emulator: EmulatorServer, cms: list[tuple[str, Any]]
+    dagbag: DagBag, emulator_admin: EmulatorAdmin, cms: list[tuple[str, Any]]
 ) -> None:
     state, xcoms = run(dagbag.dags["example_nanobanana_publish"])
 
@@ -82,4 +82,4 @@ def test_publish_posts_the_result_with_http_operator(
     ((path, body),) = cms
     assert path == "/covers"
     assert body["image"] == xcoms[("generate_cover", "return_value")]
-    assert body["date"] in emulator.emulator.tasks[0].prompt
+    assert body["date"] in emulator_admin.tasks()[0]["input"]["prompt"]

@@ -22,9 +22,10 @@ from tests.support import WRONG_KEY, run
 
 if TYPE_CHECKING:
     from airflow_provider_nanobanana.emulator import EmulatorServer
+    from tests.support import EmulatorAdmin
 
 
-def error_texts(emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+def error_texts(emulator: EmulatorServer, admin: EmulatorAdmin, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Provoke the errors whose text could carry a key: rejected key, lost answer, unreachable host."""
     monkeypatch.setenv("AIRFLOW_CONN_APIXO_WRONG", apixo_connection(emulator.base_url, WRONG_KEY))
     monkeypatch.setenv("AIRFLOW_CONN_APIXO_DOWN", apixo_connection("http://127.0.0.1:9/api/v1"))
@@ -32,7 +33,7 @@ def error_texts(emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> li
     texts = []
     for conn_id, timeout in (("apixo_wrong", None), ("apixo_default", 0.2), ("apixo_down", None)):
         hook = ApixoHook(conn_id, retry_policy=quick, timeout=timeout)
-        emulator.emulator.settings.latency_seconds = 0.5 if timeout else 0.0
+        admin.configure(latency_seconds=0.5 if timeout else 0.0)
         with pytest.raises(ApixoError) as raised:
             hook.submit_task("nano-banana", {"mode": "text-to-image", "prompt": "x"})
         texts += [str(raised.value), repr(raised.value), str(raised.value.__cause__)]
@@ -45,6 +46,7 @@ def error_texts(emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> li
 @pytest.mark.usefixtures("airflow_db")
 def test_api_key_appears_nowhere(
     emulator: EmulatorServer,
+    emulator_admin: EmulatorAdmin,
     monkeypatch: pytest.MonkeyPatch,
     capfd: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
@@ -58,7 +60,7 @@ def test_api_key_appears_nowhere(
         assert run(dag)[0] == "success"
     with pytest.raises(TaskDeferred) as deferred:
         NanoBananaGenerateOperator(task_id="t", prompt="x").execute({"ti": _NoXCom()})  # type: ignore[arg-type]
-    texts = error_texts(emulator, monkeypatch)
+    texts = error_texts(emulator, emulator_admin, monkeypatch)
     out, err = capfd.readouterr()
 
     places = {
@@ -78,7 +80,7 @@ def test_api_key_appears_nowhere(
     database = "".join(
         text for name, text in places.items() if name.startswith(str(AIRFLOW_HOME / "airflow.db"))
     )
-    assert all(task.task_id in database for task in emulator.emulator.tasks[:3])
+    assert all(task["id"] in database for task in emulator_admin.tasks()[:3])
     for key in (TEST_API_KEY, WRONG_KEY):
         assert [name for name, text in places.items() if key in text] == []
 

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from airflow.triggers.base import TriggerEvent
 
     from airflow_provider_nanobanana.emulator import EmulatorServer
+    from tests.support import EmulatorAdmin
 
 TRIGGER_PATH = "airflow_provider_nanobanana.triggers.nanobanana.NanoBananaTaskTrigger"
 
@@ -90,8 +91,8 @@ async def test_success_yields_one_event_with_the_result(emulator: EmulatorServer
     assert event["task"]["result_urls"][0].startswith(emulator.root_url)
 
 
-async def test_failed_task_yields_failed_event_with_fail_code(emulator: EmulatorServer) -> None:
-    emulator.emulator.fail_next_tasks("PROMPT_TOO_LONG", "prompt exceeds the limit")
+async def test_failed_task_yields_failed_event_with_fail_code(emulator_admin: EmulatorAdmin) -> None:
+    emulator_admin.fail_next_tasks("PROMPT_TOO_LONG", fail_msg="prompt exceeds the limit")
     task_id = submit()
 
     (event,) = await run_to_end(make_trigger(task_id))
@@ -101,8 +102,8 @@ async def test_failed_task_yields_failed_event_with_fail_code(emulator: Emulator
     assert event.payload["task"]["fail_message"] == "prompt exceeds the limit"
 
 
-async def test_deadline_yields_timeout_before_the_task_ends(emulator: EmulatorServer) -> None:
-    emulator.emulator.settings.generation_seconds = 30
+async def test_deadline_yields_timeout_before_the_task_ends(emulator_admin: EmulatorAdmin) -> None:
+    emulator_admin.configure(generation_seconds=30)
     task_id = submit()
     started = time.monotonic()
 
@@ -114,18 +115,18 @@ async def test_deadline_yields_timeout_before_the_task_ends(emulator: EmulatorSe
 
 
 async def test_rejected_key_yields_error_without_retrying(
-    emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+    emulator: EmulatorServer, emulator_admin: EmulatorAdmin, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     task_id = submit()
     monkeypatch.setenv("AIRFLOW_CONN_APIXO_WRONG", apixo_connection(emulator.base_url, "sk-wrong-key"))
-    reads_before = emulator.emulator.request_count("GET")
+    reads_before = emulator_admin.request_count("GET")
 
     (event,) = await run_to_end(make_trigger(task_id, apixo_conn_id="apixo_wrong"))
 
     assert event.payload["status"] == "error"
     assert "401" in event.payload["message"]
     assert "sk-wrong-key" not in event.payload["message"]
-    assert emulator.emulator.request_count("GET") == reads_before + 1
+    assert emulator_admin.request_count("GET") == reads_before + 1
 
 
 @pytest.fixture
@@ -137,33 +138,33 @@ def single_attempt_reads(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.usefixtures("single_attempt_reads")
 @pytest.mark.parametrize(("errors", "status"), [(2, "success"), (3, "error")])
 async def test_error_budget_tolerates_shorter_runs_only(
-    emulator: EmulatorServer, errors: int, status: str
+    emulator_admin: EmulatorAdmin, errors: int, status: str
 ) -> None:
     task_id = submit()
-    emulator.emulator.inject_http_errors(500, times=errors, endpoint="status")
+    emulator_admin.inject_http_errors(500, errors, "status")
 
     (event,) = await run_to_end(make_trigger(task_id, max_consecutive_errors=3))
 
     assert event.payload["status"] == status
-    assert emulator.emulator.request_count("GET") >= errors + (status == "success")
+    assert emulator_admin.request_count("GET") >= errors + (status == "success")
 
 
-async def test_a_trigger_that_starts_late_reads_at_once(emulator: EmulatorServer) -> None:
+async def test_a_trigger_that_starts_late_reads_at_once(emulator_admin: EmulatorAdmin) -> None:
     """The cadence counts from the submission: a trigger picked up late (a busy triggerer, a restart)
     does not wait another initial delay for a task that may long be done."""
     submitted_at = time.time()
     task_id = submit()
-    while emulator.emulator.state_of(task_id) != "success":
+    while emulator_admin.tasks()[0]["state"] != "success":
         await asyncio.sleep(0.05)
     trigger = make_trigger(task_id, initial_delay=30.0, poll_interval=30.0, submitted_at=submitted_at - 60)
 
     (event,) = await run_to_end(trigger)
 
     assert event.payload["status"] == "success"
-    assert emulator.emulator.request_count("GET") == 1
+    assert emulator_admin.request_count("GET") == 1
 
 
-async def test_running_twice_only_reads(emulator: EmulatorServer) -> None:
+async def test_running_twice_only_reads(emulator_admin: EmulatorAdmin) -> None:
     """A trigger may run twice (triggerer restart): it must never submit anything."""
     task_id = submit()
 
@@ -171,5 +172,5 @@ async def test_running_twice_only_reads(emulator: EmulatorServer) -> None:
     second = await run_to_end(make_trigger(task_id))
 
     assert first[0].payload == second[0].payload
-    assert emulator.emulator.submissions() == 1
-    assert emulator.emulator.request_count("POST") == 1
+    assert emulator_admin.submissions() == 1
+    assert emulator_admin.request_count("POST") == 1
