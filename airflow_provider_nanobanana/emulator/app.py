@@ -151,6 +151,7 @@ def _task_view(emulator: Emulator, task: EmulatedTask) -> dict[str, Any]:
         "state": emulator.state_of(task.task_id),
         "request_type": task.request_type,
         "callback_url": task.callback_url,
+        "provider": task.body.get("provider"),
         "input": task.input,
     }
 

@@ -498,6 +498,7 @@ def test_admin_health_tasks_and_reset(api: httpx.Client, raw: httpx.Client, emul
         "state": "pending",
         "request_type": "callback",
         "callback_url": "http://127.0.0.1:9/hook",
+        "provider": None,
         "input": t2i()["input"],
     }
     assert raw.post("/_emulator/reset").status_code == 200

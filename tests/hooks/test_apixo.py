@@ -1,4 +1,7 @@
-"""ApixoHook: real HTTP against the emulator over loopback, respx for what a server can't easily produce."""
+"""ApixoHook: real HTTP against the emulator over loopback, respx for what a server can't easily produce.
+
+The emulator is steered and read through its admin endpoints (``emulator_admin``).
+"""
 
 from __future__ import annotations
 
@@ -37,7 +40,6 @@ from tests.support import FAST, WRONG_KEY, RecordingPolicy, free_port
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from airflow_provider_nanobanana.emulator import Emulator, EmulatorServer
 
 MODEL = "nano-banana"
 T2I = {"mode": "text-to-image", "prompt": "a watercolor fox", "aspect_ratio": "16:9", "output_format": "png"}
@@ -45,11 +47,6 @@ FAKE_BASE = "https://apixo.test/api/v1"
 STATUS_PATH = "/api/v1/statusTask"
 SUBMIT_PATH = "/api/v1/generateTask"
 HEX_ID = "0123456789abcdef0123456789abcdef"
-
-
-@pytest.fixture
-def state(emulator: EmulatorServer) -> Emulator:
-    return emulator.emulator
 
 
 def envelope(data: Any, code: int = 200, message: str = "success") -> dict[str, Any]:
@@ -77,14 +74,17 @@ def poll_until_terminal(hook: ApixoHook, task_id: str) -> tuple[list[TaskState],
 # --- real HTTP against the emulator -------------------------------------------------------------------
 
 
-def test_submit_and_status_through_every_state(make_hook, emulator, state):
-    state.settings.pending_seconds, state.settings.generation_seconds = 1.0, 2.0  # seen even when slow
+def test_submit_and_status_through_every_state(make_hook, emulator, emulator_admin):
+    emulator_admin.configure(
+        pending_seconds=1.0, generation_seconds=2.0
+    )  # every state is seen even when slow
     hook = make_hook()
     task_id = hook.submit_task(MODEL, T2I)
 
-    assert state.submissions() == 1
-    assert state.tasks[0].task_id == task_id
-    assert state.tasks[0].body == {"request_type": "async", "provider": "auto", "input": T2I}
+    assert emulator_admin.submissions() == 1
+    [task] = emulator_admin.tasks()
+    assert task["id"] == task_id
+    assert (task["request_type"], task["provider"], task["input"]) == ("async", "auto", T2I)
     seen, final = poll_until_terminal(hook, task_id)
     assert seen == [TaskState.PENDING, TaskState.PROCESSING, TaskState.SUCCESS]
     assert final.task_id == task_id
@@ -93,8 +93,8 @@ def test_submit_and_status_through_every_state(make_hook, emulator, state):
     assert final.cost_time == 2000
 
 
-async def test_async_status_through_every_state(make_hook, emulator, state):
-    state.settings.pending_seconds, state.settings.generation_seconds = 1.0, 2.0
+async def test_async_status_through_every_state(make_hook, emulator, emulator_admin):
+    emulator_admin.configure(pending_seconds=1.0, generation_seconds=2.0)
     hook = make_hook()
     task_id = hook.submit_task(MODEL, T2I)
     seen: list[TaskState] = []
@@ -112,10 +112,10 @@ async def test_async_status_through_every_state(make_hook, emulator, state):
     assert status.result_urls == (f"{emulator.root_url}/files/{task_id}/0.png",)
 
 
-def test_transport_is_generic_over_the_model_id(make_hook, state):
+def test_transport_is_generic_over_the_model_id(make_hook, emulator_admin):
     hook = make_hook()
     task_id = hook.submit_task("seedream-4-5", {"prompt": "x"})
-    assert state.task(task_id).model == "seedream-4-5"
+    assert emulator_admin.tasks()[0]["model"] == "seedream-4-5"
     assert hook.get_task_status("seedream-4-5", task_id).task_id == task_id
     # The status must be read under the model the task was created with.
     with pytest.raises(ApixoNotFoundError):
@@ -131,7 +131,7 @@ def test_sends_the_key_as_a_bearer_token(make_hook, monkeypatch):
 
 
 @pytest.mark.parametrize("call", ["submit", "status"])
-def test_wrong_key_raises_auth_error_without_leaking_the_key(make_hook, emulator, state, call):
+def test_wrong_key_raises_auth_error_without_leaking_the_key(make_hook, emulator, emulator_admin, call):
     hook = make_hook("apixo_wrong", connection=apixo_connection(emulator.base_url, WRONG_KEY))
     with pytest.raises(ApixoAuthError) as caught:
         if call == "submit":
@@ -141,29 +141,29 @@ def test_wrong_key_raises_auth_error_without_leaking_the_key(make_hook, emulator
     assert caught.value.http_status == 401
     assert WRONG_KEY not in str(caught.value)
     assert TEST_API_KEY not in str(caught.value)
-    assert len(state.requests) == 1  # never retried
-    assert state.submissions() == 0
+    assert len(emulator_admin.requests()) == 1  # never retried
+    assert emulator_admin.submissions() == 0
 
 
-def test_bad_request_carries_the_servers_detail(make_hook, state):
+def test_bad_request_carries_the_servers_detail(make_hook, emulator_admin):
     hook = make_hook()
     with pytest.raises(ApixoBadRequestError) as caught:
         hook.submit_task(MODEL, {"mode": "text-to-image"})
     assert caught.value.http_status == 400
     assert caught.value.detail == "Missing required field: input.prompt"
     assert "Missing required field: input.prompt" in str(caught.value)
-    assert state.request_count("POST") == 1
-    assert state.submissions() == 0
+    assert emulator_admin.request_count("POST") == 1
+    assert emulator_admin.submissions() == 0
 
 
-def test_unknown_task_raises_not_found_once(make_hook, state):
+def test_unknown_task_raises_not_found_once(make_hook, emulator_admin):
     with pytest.raises(ApixoNotFoundError) as caught:
         make_hook().get_task_status(MODEL, "task_doesnotexist")
     assert caught.value.http_status == 404
-    assert state.request_count("GET", STATUS_PATH) == 1
+    assert emulator_admin.request_count("GET", STATUS_PATH) == 1
 
 
-def test_sync_client_is_reused_across_calls(make_hook, state):
+def test_sync_client_is_reused_across_calls(make_hook, emulator_admin):
     hook = make_hook()
     client = hook.get_conn()
     assert hook.get_conn() is client
@@ -176,7 +176,7 @@ def test_sync_client_is_reused_across_calls(make_hook, state):
     assert hook.get_conn() is not client
 
 
-async def test_async_client_is_reused_across_calls(make_hook, state):
+async def test_async_client_is_reused_across_calls(make_hook, emulator_admin):
     hook = make_hook()
     task_id = hook.submit_task(MODEL, T2I)
     client = await hook.aget_conn()
@@ -226,31 +226,31 @@ def test_production_policy_honours_retry_after_up_to_30_s(retry_after, wait):
 
 
 @pytest.mark.parametrize("status", [429, 500, 502, 503, 504])
-def test_status_read_retries_transient_errors(make_hook, state, status):
+def test_status_read_retries_transient_errors(make_hook, emulator_admin, status):
     task_id = make_hook().submit_task(MODEL, T2I)
-    state.inject_http_errors(status, 2, "status")
+    emulator_admin.inject_http_errors(status, 2, "status")
     policy = RecordingPolicy(max_attempts=3, initial_wait=0.01, max_wait=0.05)
     assert make_hook(retry_policy=policy).get_task_status(MODEL, task_id).task_id == task_id
-    assert state.request_count("GET", STATUS_PATH) == 3
+    assert emulator_admin.request_count("GET", STATUS_PATH) == 3
     assert len(policy.waits) == 2
     assert all(0 <= wait <= 0.05 for wait in policy.waits)
 
 
 @pytest.mark.parametrize("status", [429, 503])
-def test_status_read_honours_retry_after(make_hook, state, status):
+def test_status_read_honours_retry_after(make_hook, emulator_admin, status):
     task_id = make_hook().submit_task(MODEL, T2I)
-    state.inject_http_errors(status, 2, "status", retry_after=0.2)
+    emulator_admin.inject_http_errors(status, 2, "status", retry_after=0.2)
     policy = RecordingPolicy(max_attempts=5, initial_wait=0.001, max_wait=1.0)
     started = time.monotonic()
     make_hook(retry_policy=policy).get_task_status(MODEL, task_id)
     assert policy.waits == [0.2, 0.2]
     assert time.monotonic() - started >= 0.4
-    assert state.request_count("GET", STATUS_PATH) == 3
+    assert emulator_admin.request_count("GET", STATUS_PATH) == 3
 
 
-def test_retry_after_is_capped_by_max_wait(make_hook, state):
+def test_retry_after_is_capped_by_max_wait(make_hook, emulator_admin):
     task_id = make_hook().submit_task(MODEL, T2I)
-    state.inject_http_errors(429, 1, "status", retry_after=30)
+    emulator_admin.inject_http_errors(429, 1, "status", retry_after=30)
     policy = RecordingPolicy(max_attempts=3, initial_wait=0.001, max_wait=0.05)
     started = time.monotonic()
     make_hook(retry_policy=policy).get_task_status(MODEL, task_id)
@@ -258,9 +258,9 @@ def test_retry_after_is_capped_by_max_wait(make_hook, state):
     assert time.monotonic() - started < 2
 
 
-async def test_async_status_read_honours_retry_after(make_hook, state):
+async def test_async_status_read_honours_retry_after(make_hook, emulator_admin):
     task_id = make_hook().submit_task(MODEL, T2I)
-    state.inject_http_errors(429, 2, "status", retry_after=0.1)
+    emulator_admin.inject_http_errors(429, 2, "status", retry_after=0.1)
     policy = RecordingPolicy(max_attempts=5, initial_wait=0.001, max_wait=1.0)
     hook = make_hook(retry_policy=policy)
     started = time.monotonic()
@@ -270,37 +270,37 @@ async def test_async_status_read_honours_retry_after(make_hook, state):
         await hook.aclose()
     assert policy.waits == [0.1, 0.1]
     assert time.monotonic() - started >= 0.2
-    assert state.request_count("GET", STATUS_PATH) == 3
+    assert emulator_admin.request_count("GET", STATUS_PATH) == 3
 
 
-def test_backoff_without_retry_after_stays_under_max_wait(make_hook, state):
-    state.inject_http_errors(500, 10, "status")
+def test_backoff_without_retry_after_stays_under_max_wait(make_hook, emulator_admin):
+    emulator_admin.inject_http_errors(500, 10, "status")
     policy = RecordingPolicy(max_attempts=5, initial_wait=0.01, max_wait=0.02)
     with pytest.raises(ApixoServerError):
         make_hook(retry_policy=policy).get_task_status(MODEL, "task_x")
-    assert state.request_count("GET", STATUS_PATH) == 5
+    assert emulator_admin.request_count("GET", STATUS_PATH) == 5
     assert len(policy.waits) >= 4  # tenacity may also compute a wait after the last attempt
     assert all(0 <= wait <= 0.02 for wait in policy.waits)
 
 
 @pytest.mark.parametrize(("status", "error"), [(429, ApixoRateLimitError), (500, ApixoServerError)])
-def test_status_retries_are_bounded(make_hook, state, status, error):
-    state.inject_http_errors(status, 10, "status")
+def test_status_retries_are_bounded(make_hook, emulator_admin, status, error):
+    emulator_admin.inject_http_errors(status, 10, "status")
     with pytest.raises(error) as caught:
         make_hook().get_task_status(MODEL, "task_x")
     assert caught.value.http_status == status
-    assert state.request_count("GET", STATUS_PATH) == FAST.max_attempts
+    assert emulator_admin.request_count("GET", STATUS_PATH) == FAST.max_attempts
 
 
-async def test_async_status_retries_are_bounded(make_hook, state):
-    state.inject_http_errors(503, 10, "status")
+async def test_async_status_retries_are_bounded(make_hook, emulator_admin):
+    emulator_admin.inject_http_errors(503, 10, "status")
     hook = make_hook()
     try:
         with pytest.raises(ApixoServerError):
             await hook.aget_task_status(MODEL, "task_x")
     finally:
         await hook.aclose()
-    assert state.request_count("GET", STATUS_PATH) == FAST.max_attempts
+    assert emulator_admin.request_count("GET", STATUS_PATH) == FAST.max_attempts
 
 
 @pytest.mark.parametrize(
@@ -308,8 +308,8 @@ async def test_async_status_retries_are_bounded(make_hook, state):
     [(400, ApixoBadRequestError), (401, ApixoAuthError), (402, ApixoInsufficientBalanceError)],
 )
 @pytest.mark.parametrize("endpoint", ["submit", "status"])
-def test_client_errors_are_never_retried(make_hook, state, status, error, endpoint):
-    state.inject_http_errors(status, 5, endpoint)
+def test_client_errors_are_never_retried(make_hook, emulator_admin, status, error, endpoint):
+    emulator_admin.inject_http_errors(status, 5, endpoint)
     hook = make_hook()
     with pytest.raises(error) as caught:
         if endpoint == "submit":
@@ -317,69 +317,69 @@ def test_client_errors_are_never_retried(make_hook, state, status, error, endpoi
         else:
             hook.get_task_status(MODEL, "task_x")
     assert caught.value.http_status == status
-    assert len(state.requests) == 1
-    assert state.submissions() == 0
+    assert len(emulator_admin.requests()) == 1
+    assert emulator_admin.submissions() == 0
 
 
-def test_status_read_timeout_is_retried_then_transport_error(make_hook, state):
-    state.settings.latency_seconds = 0.3
+def test_status_read_timeout_is_retried_then_transport_error(make_hook, emulator_admin):
+    emulator_admin.configure(latency_seconds=0.3)
     with pytest.raises(ApixoTransportError, match="timed out"):
         make_hook(timeout=0.1).get_task_status(MODEL, "task_x")
-    assert state.request_count("GET", STATUS_PATH) == FAST.max_attempts
+    assert emulator_admin.request_count("GET", STATUS_PATH) == FAST.max_attempts
 
 
 # --- submission safety ----------------------------------------------------------------------------------
 
 
-def test_submission_read_timeout_is_uncertain_and_not_resent(make_hook, state):
-    state.settings.latency_seconds = 0.5
+def test_submission_read_timeout_is_uncertain_and_not_resent(make_hook, emulator_admin):
+    emulator_admin.configure(latency_seconds=0.5)
     with pytest.raises(ApixoSubmissionUncertainError, match="not resent"):
         make_hook(timeout=0.2).submit_task(MODEL, T2I)
-    assert state.request_count("POST") == 1
-    assert state.submissions() == 1  # the paid task exists; a resend would have made two
+    assert emulator_admin.request_count("POST") == 1
+    assert emulator_admin.submissions() == 1  # the paid task exists; a resend would have made two
 
 
 @pytest.mark.parametrize("retry_after", [None, 0.01], ids=["no-retry-after", "retry-after"])
 @pytest.mark.parametrize("status", [500, 502, 504])
-def test_submission_answered_5xx_is_uncertain_and_not_resent(make_hook, state, status, retry_after):
+def test_submission_answered_5xx_is_uncertain_and_not_resent(make_hook, emulator_admin, status, retry_after):
     """Only a 503 with Retry-After says the request was not taken; any other 5xx may come after it was."""
-    state.inject_http_errors(status, 5, "submit", retry_after=retry_after)
+    emulator_admin.inject_http_errors(status, 5, "submit", retry_after=retry_after)
     with pytest.raises(ApixoSubmissionUncertainError):
         make_hook().submit_task(MODEL, T2I)
-    assert state.request_count("POST") == 1
+    assert emulator_admin.request_count("POST") == 1
 
 
 @pytest.mark.parametrize(("status", "retry_after"), [(429, None), (429, 0.01), (503, 0.01)])
-def test_submission_turned_away_is_resent_once_accepted(make_hook, state, status, retry_after):
-    state.inject_http_errors(status, 2, "submit", retry_after=retry_after)
+def test_submission_turned_away_is_resent_once_accepted(make_hook, emulator_admin, status, retry_after):
+    emulator_admin.inject_http_errors(status, 2, "submit", retry_after=retry_after)
     task_id = make_hook().submit_task(MODEL, T2I)
-    assert state.request_count("POST") == 3
-    assert state.submissions() == 1
-    assert state.tasks[0].task_id == task_id
+    assert emulator_admin.request_count("POST") == 3
+    assert emulator_admin.submissions() == 1
+    assert emulator_admin.tasks()[0]["id"] == task_id
 
 
-def test_submission_answered_503_without_retry_after_is_not_resent(make_hook, state):
+def test_submission_answered_503_without_retry_after_is_not_resent(make_hook, emulator_admin):
     """A proxy may answer 503 after forwarding the request: only a Retry-After says it was not taken."""
-    state.inject_http_errors(503, 1, "submit")
+    emulator_admin.inject_http_errors(503, 1, "submit")
     with pytest.raises(ApixoSubmissionUncertainError):
         make_hook().submit_task(MODEL, T2I)
-    assert state.request_count("POST") == 1
+    assert emulator_admin.request_count("POST") == 1
 
 
-def test_submission_rate_limited_honours_retry_after(make_hook, state):
-    state.inject_http_errors(429, 1, "submit", retry_after=0.15)
+def test_submission_rate_limited_honours_retry_after(make_hook, emulator_admin):
+    emulator_admin.inject_http_errors(429, 1, "submit", retry_after=0.15)
     policy = RecordingPolicy(max_attempts=3, initial_wait=0.001, max_wait=1.0)
     make_hook(retry_policy=policy).submit_task(MODEL, T2I)
     assert policy.waits == [0.15]
-    assert state.submissions() == 1
+    assert emulator_admin.submissions() == 1
 
 
-def test_submission_rate_limited_every_time_gives_up(make_hook, state):
-    state.inject_http_errors(429, 10, "submit")
+def test_submission_rate_limited_every_time_gives_up(make_hook, emulator_admin):
+    emulator_admin.inject_http_errors(429, 10, "submit")
     with pytest.raises(ApixoRateLimitError):
         make_hook().submit_task(MODEL, T2I)
-    assert state.request_count("POST") == FAST.max_attempts
-    assert state.submissions() == 0
+    assert emulator_admin.request_count("POST") == FAST.max_attempts
+    assert emulator_admin.submissions() == 0
 
 
 def test_submission_connect_error_is_retried_then_transport_error(make_hook):
@@ -667,67 +667,67 @@ def test_empty_host_calls_the_public_api(make_hook):
     assert route.call_count == 1
 
 
-def test_provider_extra_is_the_default_routing(make_hook, emulator, state):
+def test_provider_extra_is_the_default_routing(make_hook, emulator, emulator_admin):
     hook = make_hook("apixo_value", connection=apixo_connection(emulator.base_url, provider="value"))
     assert hook.settings.provider == "value"
     first = hook.submit_task(MODEL, T2I)
     second = hook.submit_task(MODEL, T2I, provider="official")
-    assert state.task(first).body["provider"] == "value"
-    assert state.task(second).body["provider"] == "official"
+    providers = {task["id"]: task["provider"] for task in emulator_admin.tasks()}
+    assert providers == {first: "value", second: "official"}
 
 
-def test_invalid_provider_extra_raises_before_any_request(make_hook, emulator, state):
+def test_invalid_provider_extra_raises_before_any_request(make_hook, emulator, emulator_admin):
     hook = make_hook("apixo_badp", connection=apixo_connection(emulator.base_url, provider="cheapest"))
     with pytest.raises(ApixoInputError) as caught:
         hook.submit_task(MODEL, T2I)
     assert caught.value.field == "extra.provider"
     assert "cheapest" in str(caught.value)
-    assert state.requests == []
+    assert emulator_admin.requests() == []
 
 
-def test_invalid_provider_argument_raises_before_any_request(make_hook, state):
+def test_invalid_provider_argument_raises_before_any_request(make_hook, emulator_admin):
     with pytest.raises(ApixoInputError) as caught:
         make_hook().submit_task(MODEL, T2I, provider="cheapest")
     assert caught.value.field == "provider"
-    assert state.requests == []
+    assert emulator_admin.requests() == []
 
 
 @pytest.mark.parametrize("timeout", ["soon", -1])
-def test_invalid_timeout_extra_names_the_extra(make_hook, emulator, state, timeout):
+def test_invalid_timeout_extra_names_the_extra(make_hook, emulator, emulator_admin, timeout):
     hook = make_hook(
         "apixo_badt", connection=apixo_connection(emulator.base_url, timeout=timeout), timeout=None
     )
     with pytest.raises(ApixoInputError) as caught:
         hook.submit_task(MODEL, T2I)
     assert caught.value.field == "extra.timeout"
-    assert state.requests == []
+    assert emulator_admin.requests() == []
 
 
-def test_timeout_extra_applies_per_request(make_hook, emulator, state):
+def test_timeout_extra_applies_per_request(make_hook, emulator, emulator_admin):
     hook = make_hook("apixo_slow", connection=apixo_connection(emulator.base_url, timeout=0.1), timeout=None)
     assert hook.settings.timeout == 0.1
-    state.settings.latency_seconds = 0.3
+    emulator_admin.configure(latency_seconds=0.3)
     with pytest.raises(ApixoTransportError, match="timed out"):
         hook.get_task_status(MODEL, "task_x")
 
 
-def test_hook_timeout_overrides_the_extra(make_hook, emulator, state):
+def test_hook_timeout_overrides_the_extra(make_hook, emulator, emulator_admin):
     hook = make_hook("apixo_slow", connection=apixo_connection(emulator.base_url, timeout=0.1), timeout=2.0)
     assert hook.settings.timeout == 2.0
-    state.settings.latency_seconds = 0.3
+    emulator_admin.configure(latency_seconds=0.3)
     task_id = hook.submit_task(MODEL, T2I)
     assert hook.get_task_status(MODEL, task_id).task_id == task_id
 
 
 @pytest.mark.parametrize("password", ["", None])
-def test_connection_without_api_key(make_hook, emulator, state, password):
+def test_connection_without_api_key(make_hook, emulator, emulator_admin, password):
     conn: dict[str, Any] = {"conn_type": "apixo", "host": emulator.base_url}
     if password is not None:
         conn["password"] = password
     hook = make_hook("apixo_nokey", connection=json.dumps(conn))
     with pytest.raises(ApixoError, match="no API key"):
         hook.get_task_status(MODEL, "task_x")
-    assert state.requests == []
+    assert emulator_admin.requests() == []
     ok, message = hook.test_connection()
     assert not ok
     assert "API key" in message
@@ -761,9 +761,9 @@ async def test_await_task_success(make_hook, emulator):
     assert outcome.task.result_urls == (f"{emulator.root_url}/files/{task_id}/0.png",)
 
 
-def test_wait_for_task_failed(make_hook, state):
-    state.settings.generation_seconds, state.settings.pending_seconds = 0.2, 0.05
-    state.fail_next_tasks("CONTENT_VIOLATION", "Prompt violates the content policy")
+def test_wait_for_task_failed(make_hook, emulator_admin):
+    emulator_admin.configure(generation_seconds=0.2, pending_seconds=0.05)
+    emulator_admin.fail_next_tasks("CONTENT_VIOLATION", fail_msg="Prompt violates the content policy")
     hook = make_hook()
     task_id = hook.submit_task(MODEL, T2I)
     outcome = hook.wait_for_task(MODEL, task_id, **wait_kwargs())
@@ -773,9 +773,9 @@ def test_wait_for_task_failed(make_hook, state):
     assert "CONTENT_VIOLATION" in outcome.message
 
 
-async def test_await_task_failed(make_hook, state):
-    state.settings.generation_seconds, state.settings.pending_seconds = 0.2, 0.05
-    state.fail_next_tasks("MODEL_UNAVAILABLE")
+async def test_await_task_failed(make_hook, emulator_admin):
+    emulator_admin.configure(generation_seconds=0.2, pending_seconds=0.05)
+    emulator_admin.fail_next_tasks("MODEL_UNAVAILABLE")
     hook = make_hook()
     task_id = hook.submit_task(MODEL, T2I)
     try:
@@ -786,7 +786,7 @@ async def test_await_task_failed(make_hook, state):
     assert outcome.task.fail_code == "MODEL_UNAVAILABLE"
 
 
-def test_wait_for_task_times_out(make_hook, state):
+def test_wait_for_task_times_out(make_hook, emulator_admin):
     hook = make_hook()
     task_id = hook.submit_task(MODEL, {**T2I, "prompt": "slow [emulator:seconds=30]"})
     started = time.monotonic()
@@ -796,7 +796,7 @@ def test_wait_for_task_times_out(make_hook, state):
     assert time.monotonic() - started < 5  # the task takes 30 s
 
 
-async def test_await_task_times_out(make_hook, state):
+async def test_await_task_times_out(make_hook, emulator_admin):
     hook = make_hook()
     task_id = hook.submit_task(MODEL, {**T2I, "prompt": "slow [emulator:seconds=30]"})
     started = time.monotonic()
@@ -808,11 +808,11 @@ async def test_await_task_times_out(make_hook, state):
     assert time.monotonic() - started < 5  # the task takes 30 s
 
 
-async def test_await_task_abandons_a_hanging_read_at_the_deadline(make_hook, state, monkeypatch):
+async def test_await_task_abandons_a_hanging_read_at_the_deadline(make_hook, emulator_admin, monkeypatch):
     """A read that hangs past the deadline must not delay the timeout outcome until Airflow's own."""
     task_id = make_hook().submit_task(MODEL, T2I)
     monkeypatch.setattr("airflow_provider_nanobanana.polling.READ_OVERRUN_SECONDS", 0.2)
-    state.settings.latency_seconds = 5
+    emulator_admin.configure(latency_seconds=5)
     hook = make_hook(timeout=10)
     started = time.monotonic()
     try:
@@ -825,11 +825,11 @@ async def test_await_task_abandons_a_hanging_read_at_the_deadline(make_hook, sta
     assert time.monotonic() - started < 3
 
 
-def test_wait_for_task_abandons_a_hanging_read_at_the_deadline(make_hook, state, monkeypatch):
+def test_wait_for_task_abandons_a_hanging_read_at_the_deadline(make_hook, emulator_admin, monkeypatch):
     """The blocking wait is bounded like the async one: a hanging read ends soon after the deadline."""
     task_id = make_hook().submit_task(MODEL, T2I)
     monkeypatch.setattr("airflow_provider_nanobanana.polling.READ_OVERRUN_SECONDS", 0.2)
-    state.settings.latency_seconds = 5
+    emulator_admin.configure(latency_seconds=5)
     hook = make_hook(timeout=10)
     started = time.monotonic()
     outcome = hook.wait_for_task(
@@ -840,54 +840,56 @@ def test_wait_for_task_abandons_a_hanging_read_at_the_deadline(make_hook, state,
     assert time.monotonic() - started < 3
 
 
-def test_status_read_time_limit_starts_no_retry_past_it(make_hook, state):
+def test_status_read_time_limit_starts_no_retry_past_it(make_hook, emulator_admin):
     """The policy allows ten attempts 0.3 s apart; within a 1 s limit only four can start."""
-    state.inject_http_errors(503, 10, "status", retry_after=0.3)
+    emulator_admin.inject_http_errors(503, 10, "status", retry_after=0.3)
     policy = RetryPolicy(max_attempts=10, initial_wait=0.01, max_wait=1.0)
     with pytest.raises(ApixoServerError):
         make_hook(retry_policy=policy).get_task_status(MODEL, "task_x", time_limit=1.0)
-    assert 1 <= state.request_count("GET", STATUS_PATH) <= 4
+    assert 1 <= emulator_admin.request_count("GET", STATUS_PATH) <= 4
 
 
-def test_wait_for_task_gives_up_after_consecutive_errors(make_hook, state):
+def test_wait_for_task_gives_up_after_consecutive_errors(make_hook, emulator_admin):
     policy = RetryPolicy(max_attempts=2, initial_wait=0.01, max_wait=0.02)
     hook = make_hook(retry_policy=policy)
     task_id = hook.submit_task(MODEL, T2I)
-    state.inject_http_errors(500, 100, "status")
+    emulator_admin.inject_http_errors(500, 100, "status")
     outcome = hook.wait_for_task(MODEL, task_id, **wait_kwargs(max_consecutive_errors=3))
     assert outcome.status is OutcomeStatus.ERROR
     assert "500" in outcome.message
-    assert state.request_count("GET", STATUS_PATH) == 3 * policy.max_attempts
+    assert emulator_admin.request_count("GET", STATUS_PATH) == 3 * policy.max_attempts
 
 
-async def test_await_task_gives_up_after_consecutive_errors(make_hook, state):
+async def test_await_task_gives_up_after_consecutive_errors(make_hook, emulator_admin):
     policy = RetryPolicy(max_attempts=2, initial_wait=0.01, max_wait=0.02)
     hook = make_hook(retry_policy=policy)
     task_id = hook.submit_task(MODEL, T2I)
-    state.inject_http_errors(503, 100, "status")
+    emulator_admin.inject_http_errors(503, 100, "status")
     try:
         outcome = await hook.await_task(MODEL, task_id, **wait_kwargs(max_consecutive_errors=3))
     finally:
         await hook.aclose()
     assert outcome.status is OutcomeStatus.ERROR
-    assert state.request_count("GET", STATUS_PATH) == 3 * policy.max_attempts
+    assert emulator_admin.request_count("GET", STATUS_PATH) == 3 * policy.max_attempts
 
 
-def test_wait_for_task_tolerates_a_short_error_run(make_hook, state, emulator):
+def test_wait_for_task_tolerates_a_short_error_run(make_hook, emulator_admin, emulator):
     policy = RetryPolicy(max_attempts=2, initial_wait=0.01, max_wait=0.02)
     hook = make_hook(retry_policy=policy)
     task_id = hook.submit_task(MODEL, T2I)
-    state.inject_http_errors(500, 2 * policy.max_attempts, "status")  # two failed polls, budget is three
+    emulator_admin.inject_http_errors(
+        500, 2 * policy.max_attempts, "status"
+    )  # two failed polls, budget is three
     outcome = hook.wait_for_task(MODEL, task_id, **wait_kwargs(max_consecutive_errors=3))
     assert outcome.status is OutcomeStatus.SUCCESS
     assert outcome.task.result_urls == (f"{emulator.root_url}/files/{task_id}/0.png",)
 
 
-async def test_await_task_tolerates_a_short_error_run(make_hook, state):
+async def test_await_task_tolerates_a_short_error_run(make_hook, emulator_admin):
     policy = RetryPolicy(max_attempts=2, initial_wait=0.01, max_wait=0.02)
     hook = make_hook(retry_policy=policy)
     task_id = hook.submit_task(MODEL, T2I)
-    state.inject_http_errors(500, 2 * policy.max_attempts, "status")
+    emulator_admin.inject_http_errors(500, 2 * policy.max_attempts, "status")
     try:
         outcome = await hook.await_task(MODEL, task_id, **wait_kwargs(max_consecutive_errors=3))
     finally:
@@ -895,32 +897,32 @@ async def test_await_task_tolerates_a_short_error_run(make_hook, state):
     assert outcome.status is OutcomeStatus.SUCCESS
 
 
-def test_wait_for_task_ends_at_once_on_a_wrong_key(make_hook, emulator, state):
+def test_wait_for_task_ends_at_once_on_a_wrong_key(make_hook, emulator, emulator_admin):
     task_id = make_hook().submit_task(MODEL, T2I)
     hook = make_hook("apixo_wrong", connection=apixo_connection(emulator.base_url, WRONG_KEY))
     outcome = hook.wait_for_task(MODEL, task_id, **wait_kwargs(max_consecutive_errors=5))
     assert outcome.status is OutcomeStatus.ERROR
-    assert state.request_count("GET", STATUS_PATH) == 1
+    assert emulator_admin.request_count("GET", STATUS_PATH) == 1
     assert WRONG_KEY not in outcome.message
 
 
 # --- test_connection ------------------------------------------------------------------------------------
 
 
-def test_test_connection_with_a_good_key(make_hook, emulator, state):
+def test_test_connection_with_a_good_key(make_hook, emulator, emulator_admin):
     ok, message = make_hook().test_connection()
     assert ok
     assert emulator.base_url in message
-    assert state.requests == [("GET", "/api/v1/apikeys/current-balance")]
+    assert emulator_admin.requests() == [{"method": "GET", "path": "/api/v1/apikeys/current-balance"}]
 
 
-def test_test_connection_with_a_wrong_key(make_hook, emulator, state):
+def test_test_connection_with_a_wrong_key(make_hook, emulator, emulator_admin):
     hook = make_hook("apixo_wrong", connection=apixo_connection(emulator.base_url, WRONG_KEY))
     ok, message = hook.test_connection()
     assert not ok
     assert "API key" in message
     assert WRONG_KEY not in message
-    assert len(state.requests) == 1
+    assert len(emulator_admin.requests()) == 1
 
 
 def test_test_connection_with_an_unreachable_host(make_hook):
@@ -1012,8 +1014,8 @@ def test_test_connection_reports_a_tls_failure_naming_the_host(make_hook, emulat
     assert "SSL" in message
 
 
-def test_test_connection_reports_a_timeout_naming_the_host(make_hook, emulator, state):
-    state.settings.latency_seconds = 2
+def test_test_connection_reports_a_timeout_naming_the_host(make_hook, emulator, emulator_admin):
+    emulator_admin.configure(latency_seconds=2)
     ok, message = make_hook(timeout=0.2).test_connection()
     assert not ok
     assert f"{emulator.base_url}/apikeys/current-balance timed out" in message
@@ -1041,21 +1043,21 @@ def test_test_connection_with_a_wrong_base_path_and_a_wrong_key(make_hook, emula
 
 
 @pytest.mark.parametrize("model", ["black-forest/flux", "nano banana", "../admin", ""])
-def test_bad_model_id_is_rejected_before_any_request(make_hook, state, model):
+def test_bad_model_id_is_rejected_before_any_request(make_hook, emulator_admin, model):
     hook = make_hook()
     with pytest.raises(ApixoInputError) as caught:
         hook.submit_task(model, T2I)
     assert caught.value.field == "model"
     with pytest.raises(ApixoInputError):
         hook.get_task_status(model, "task_1")
-    assert state.requests == []
+    assert emulator_admin.requests() == []
 
 
-async def test_bad_model_id_is_rejected_before_any_request_async(make_hook, state):
+async def test_bad_model_id_is_rejected_before_any_request_async(make_hook, emulator_admin):
     hook = make_hook()
     try:
         with pytest.raises(ApixoInputError):
             await hook.aget_task_status("a/b", "task_1")
     finally:
         await hook.aclose()
-    assert state.requests == []
+    assert emulator_admin.requests() == []
