@@ -188,6 +188,10 @@ class EmulatorAdmin:
             and (path_prefix is None or request["path"].startswith(path_prefix))
         )
 
+    def rate_limited(self) -> int:
+        """API requests answered 429 because of the per-minute limit."""
+        return int(self._get("/stats")["rate_limited"])
+
     def submissions(self) -> int:
         """POSTs that created a task: what was paid for."""
         return int(self._get("/stats")["tasks"])

@@ -14,6 +14,7 @@ import redis
 
 from airflow_provider_nanobanana.emulator import EmulatorServer, EmulatorSettings
 from tests.conftest import ROOT, TEST_API_KEY
+from tests.support import EmulatorAdmin
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -34,7 +35,16 @@ def limited_emulator() -> Iterator[EmulatorServer]:
         yield server
 
 
-def run_two_processes(emulator: EmulatorServer, extra: dict[str, object]) -> list[dict[str, int]]:
+@pytest.fixture
+def limited_admin(limited_emulator: EmulatorServer) -> Iterator[EmulatorAdmin]:
+    admin = EmulatorAdmin(limited_emulator.root_url)
+    yield admin
+    admin.close()
+
+
+def run_two_processes(
+    emulator: EmulatorServer, admin: EmulatorAdmin, extra: dict[str, object]
+) -> list[dict[str, int]]:
     command = [
         sys.executable,
         "-m",
@@ -57,7 +67,7 @@ def run_two_processes(emulator: EmulatorServer, extra: dict[str, object]) -> lis
             assert worker.stdout.readline().strip() == "ready"
         tell(workers, "go")
         deadline = time.monotonic() + WITHIN
-        while emulator.emulator.request_count() < BUDGET and time.monotonic() < deadline:
+        while admin.request_count() < BUDGET and time.monotonic() < deadline:
             time.sleep(0.05)
         time.sleep(SETTLE)
         tell(workers, "stop")
@@ -75,23 +85,24 @@ def tell(workers: list[subprocess.Popen[str]], line: str) -> None:
 
 
 def test_two_processes_share_one_budget_through_redis(
-    limited_emulator: EmulatorServer, redis_url: str
+    limited_emulator: EmulatorServer, limited_admin: EmulatorAdmin, redis_url: str
 ) -> None:
     extra = {"requests_per_minute": BUDGET, "rate_limit_storage": redis_url}
 
-    results = run_two_processes(limited_emulator, extra)
+    results = run_two_processes(limited_emulator, limited_admin, extra)
 
-    state = limited_emulator.emulator
-    assert state.rate_limited == 0
-    assert BUDGET - 5 <= state.request_count() <= BUDGET  # spent, never overspent
+    assert limited_admin.rate_limited() == 0
+    assert BUDGET - 5 <= limited_admin.request_count() <= BUDGET  # spent, never overspent
     assert all(result["submitted"] > 0 for result in results)
     keys = redis.Redis.from_url(redis_url).keys("*")
     assert keys
     assert not any(TEST_API_KEY.encode() in key for key in keys)
 
 
-def test_without_redis_each_process_spends_the_whole_budget(limited_emulator: EmulatorServer) -> None:
+def test_without_redis_each_process_spends_the_whole_budget(
+    limited_emulator: EmulatorServer, limited_admin: EmulatorAdmin
+) -> None:
     """The control: the same load with a budget per process runs into APIXO's limit."""
-    run_two_processes(limited_emulator, {"requests_per_minute": BUDGET})
+    run_two_processes(limited_emulator, limited_admin, {"requests_per_minute": BUDGET})
 
-    assert limited_emulator.emulator.rate_limited > 0
+    assert limited_admin.rate_limited() > 0

@@ -20,6 +20,7 @@ from tests.conftest import TEST_API_KEY, apixo_connection
 
 if TYPE_CHECKING:
     from airflow_provider_nanobanana.emulator import EmulatorServer
+    from tests.support import EmulatorAdmin
 
 MODEL = "nano-banana"
 T2I = {"mode": "text-to-image", "prompt": "a paper boat", "aspect_ratio": "1:1", "output_format": "png"}
@@ -106,11 +107,11 @@ async def test_registries_never_hold_the_key(emulator: EmulatorServer) -> None:
 
 
 async def test_a_429_slows_every_wait_on_the_key(
-    emulator: EmulatorServer, caplog: pytest.LogCaptureFixture
+    emulator_admin: EmulatorAdmin, caplog: pytest.LogCaptureFixture
 ) -> None:
     one, other = ApixoHook(), ApixoHook(retry_policy=RetryPolicy(max_attempts=1))
     task_id = await one.asubmit_task(MODEL, T2I)
-    emulator.emulator.inject_http_errors(429, 1, "status", retry_after=1)
+    emulator_admin.inject_http_errors(429, 1, "status", retry_after=1)
     try:
         with caplog.at_level(logging.WARNING):
             meets_the_429 = asyncio.create_task(one.aget_task_status(MODEL, task_id))
@@ -160,18 +161,18 @@ def counted_turns(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return turns
 
 
-def test_blocking_waits_go_through_the_pacer(emulator: EmulatorServer, counted_turns: list[str]) -> None:
+def test_blocking_waits_go_through_the_pacer(emulator_admin: EmulatorAdmin, counted_turns: list[str]) -> None:
     hook = ApixoHook()
     task_id = hook.submit_task(MODEL, T2I)
     hook.wait_for_task(MODEL, task_id, initial_delay=0.1, poll_interval=0.1, deadline=time.time() + 30)
     hook.close()
 
-    requests = emulator.emulator.request_count()
+    requests = emulator_admin.request_count()
     assert requests >= 3
     assert counted_turns == ["sync"] * requests
 
 
-def test_sensor_pokes_go_through_the_pacer(emulator: EmulatorServer, counted_turns: list[str]) -> None:
+def test_sensor_pokes_go_through_the_pacer(emulator_admin: EmulatorAdmin, counted_turns: list[str]) -> None:
     hook = ApixoHook()
     task_id = hook.submit_task(MODEL, T2I)
     hook.close()
@@ -180,11 +181,11 @@ def test_sensor_pokes_go_through_the_pacer(emulator: EmulatorServer, counted_tur
     while not sensor.poke({}):  # type: ignore[arg-type]
         time.sleep(0.1)
 
-    assert counted_turns == ["sync"] * emulator.emulator.request_count()
+    assert counted_turns == ["sync"] * emulator_admin.request_count()
 
 
 async def test_deferred_waits_take_their_turns_from_the_scheduler(
-    emulator: EmulatorServer, counted_turns: list[str], monkeypatch: pytest.MonkeyPatch
+    emulator_admin: EmulatorAdmin, counted_turns: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     granted: list[bool] = []
     turn = PollScheduler.turn
@@ -204,7 +205,7 @@ async def test_deferred_waits_take_their_turns_from_the_scheduler(
     await hook.aclose()
 
     assert {outcome.status.value for outcome in outcomes} == {"success"}
-    reads = emulator.emulator.request_count("GET")
+    reads = emulator_admin.request_count("GET")
     assert granted == [True] * reads  # every read was granted by the scheduler...
     assert counted_turns == ["async"] * (reads + 1)  # ...which took it from the pacer, as the submission did
 
@@ -242,7 +243,11 @@ async def test_a_failing_budget_ends_the_waits_instead_of_parking_them(
     ],
 )
 def test_bad_budget_extras_are_named_before_any_request(
-    emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch, extra: dict[str, object], field: str
+    emulator: EmulatorServer,
+    emulator_admin: EmulatorAdmin,
+    monkeypatch: pytest.MonkeyPatch,
+    extra: dict[str, object],
+    field: str,
 ) -> None:
     monkeypatch.setenv("AIRFLOW_CONN_APIXO_BAD", apixo_connection(emulator.base_url, **extra))
 
@@ -250,7 +255,7 @@ def test_bad_budget_extras_are_named_before_any_request(
         ApixoHook("apixo_bad").submit_task(MODEL, T2I)
 
     assert caught.value.field == field
-    assert emulator.emulator.request_count() == 0
+    assert emulator_admin.request_count() == 0
 
 
 def test_budget_extras_from_the_form_are_read(
