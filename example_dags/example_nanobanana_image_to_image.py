@@ -21,6 +21,7 @@ with DAG(
         task_id="base_image",
         prompt="a plain ceramic mug on a wooden table, studio light",
         aspect_ratio="1:1",
+        retries=2,  # safe: a retry waits for the task already paid for
     )
     # mode is inferred as image-to-image because image_urls is set.
     edit = NanoBananaGenerateOperator(
@@ -29,5 +30,6 @@ with DAG(
         image_urls="{{ ti.xcom_pull(task_ids='base_image')['result_urls'] }}",
         aspect_ratio="1:1",
         output_format="jpeg",
+        retries=2,
     )
     base >> edit

@@ -25,7 +25,7 @@ with DAG(
         task_id="generate_cover",
         prompt="editorial cover illustration for {{ ds }}: autumn city skyline, flat colours",
         aspect_ratio="3:2",
-        retries=2,
+        retries=2,  # safe: a retry waits for the task already paid for
     )
     publish = HttpOperator(
         task_id="publish",

@@ -21,10 +21,12 @@ with DAG(
         task_id="submit",
         prompt="an isometric pixel-art lighthouse at dusk",
         wait_for_completion=False,
+        retries=2,  # safe: a retry finds the task already submitted
     )
     wait = NanoBananaTaskSensor(
         task_id="wait",
         apixo_task_id="{{ ti.xcom_pull(task_ids='submit', key='apixo_task_id') }}",
         timeout=300,
+        retries=2,
     )
     submit >> wait

@@ -29,6 +29,7 @@ with DAG(
         prompt="{{ params.prompt }}",
         aspect_ratio="16:9",
         output_format="png",
+        retries=2,  # safe: a retry waits for the task already paid for, never submits it twice
     )
 
     @task

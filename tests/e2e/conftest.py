@@ -1,0 +1,92 @@
+"""The end-to-end fixture: one ``airflow standalone`` for the e2e tests, the emulator in its own process.
+
+Both start on free loopback ports and stop after the last e2e test (package scope), so the rest of
+the suite does not share the machine with them. Each test starts from a reset emulator.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tests.conftest import ROOT, TEST_API_KEY, apixo_connection
+from tests.e2e.standalone import BIN, Standalone, spawn, wait_until
+from tests.support import EmulatorAdmin, LocalReceiver, free_port
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+E2E_DAGS = Path(__file__).parent / "dags"
+
+
+@pytest.fixture(scope="package")
+def e2e_home() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="nanobanana-e2e-") as home:
+        yield Path(home)
+
+
+@pytest.fixture(scope="package")
+def emulator_process(e2e_home: Path) -> Iterator[EmulatorAdmin]:
+    """The emulator as its own process, as APIXO is to Airflow: seen only over HTTP."""
+    port = free_port()
+    args = [str(BIN / "apixo-emulator"), "--port", str(port), "--api-key", TEST_API_KEY]
+    process = spawn(args, {"PATH": str(BIN)}, e2e_home / "emulator.log")
+    admin = EmulatorAdmin(f"http://127.0.0.1:{port}")
+    try:
+        wait_until("the emulator", lambda: _answers(admin), timeout=30, interval=0.1)
+        yield admin
+    finally:
+        admin.close()
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def _answers(admin: EmulatorAdmin) -> bool:
+    try:
+        admin.configure()
+    except Exception:
+        return False
+    return True
+
+
+@pytest.fixture(scope="package")
+def cms() -> Iterator[LocalReceiver]:
+    """Where the publish example posts its covers."""
+    with LocalReceiver(status=201) as receiver:
+        yield receiver
+
+
+@pytest.fixture(scope="package")
+def standalone(e2e_home: Path, emulator_process: EmulatorAdmin, cms: LocalReceiver) -> Iterator[Standalone]:
+    base_url = emulator_process.root_url + "/api/v1"
+    publish = {"conn_type": "http", "host": "127.0.0.1", "port": cms.port, "schema": "http"}
+    airflow = Standalone(
+        e2e_home / "airflow",
+        {"provider_examples": ROOT / "example_dags", "e2e_dags": E2E_DAGS},
+        {
+            "AIRFLOW_CONN_APIXO_DEFAULT": apixo_connection(base_url),
+            "AIRFLOW_CONN_CONTENT_PUBLISH": json.dumps(publish),
+            "NANOBANANA_OUTPUT_DIR": str(e2e_home / "output"),
+        },
+    )
+    airflow.home.mkdir()
+    airflow.start()
+    try:
+        yield airflow
+    except BaseException:
+        print(airflow.log_tail(80))
+        raise
+    finally:
+        airflow.stop()
+
+
+@pytest.fixture
+def emulator_admin(emulator_process: EmulatorAdmin) -> EmulatorAdmin:
+    """The session's emulator, reset for this test."""
+    emulator_process.reset()
+    emulator_process.configure(generation_seconds=2, pending_seconds=0.5, latency_seconds=0)
+    return emulator_process

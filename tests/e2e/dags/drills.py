@@ -1,0 +1,35 @@
+"""DAGs for the fault drills under ``airflow standalone``; the prompt (emulator markers too) is run conf."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import DAG
+
+from airflow_provider_nanobanana.operators.nanobanana import NanoBananaGenerateOperator
+
+
+def _drill(dag_id: str, **operator: object) -> DAG:
+    with DAG(
+        dag_id=dag_id,
+        schedule=None,
+        start_date=datetime(2026, 1, 1),
+        catchup=False,
+        params={"prompt": "a kite"},
+    ) as dag:
+        NanoBananaGenerateOperator(
+            task_id="generate",
+            prompt="{{ params.prompt }}",
+            initial_delay=1,
+            poll_interval=1,
+            retry_delay=timedelta(seconds=1),
+            **operator,  # type: ignore[arg-type]
+        )
+    return dag
+
+
+blocking = _drill("e2e_blocking", deferrable=False, retries=1, timeout=120)
+# Retries as the examples have them: Airflow 3.3 may fail a task whose trigger fires right after it
+# deferred (apache/airflow#72716); the retry then reattaches, so the drills still see one payment.
+deferred = _drill("e2e_deferred", deferrable=True, retries=1, timeout=120)
+short_wait = _drill("e2e_short_wait", deferrable=True, retries=0, timeout=4)

@@ -1,0 +1,60 @@
+"""Every shipped example DAG succeeds in a real Airflow, scheduler, workers and triggerer apart."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tests.e2e.standalone import FINISHED_RUN_STATES, wait_until
+
+if TYPE_CHECKING:
+    from tests.e2e.standalone import Standalone
+    from tests.support import EmulatorAdmin, LocalReceiver
+
+pytestmark = pytest.mark.e2e
+
+EXAMPLES = (
+    "example_nanobanana_text_to_image",
+    "example_nanobanana_image_to_image",
+    "example_nanobanana_sensor",
+    "example_nanobanana_publish",
+)
+
+
+def test_every_example_dag_succeeds(
+    standalone: Standalone, emulator_admin: EmulatorAdmin, cms: LocalReceiver
+) -> None:
+    standalone.wait_for_dags(*EXAMPLES)
+    for dag_id in EXAMPLES:  # all at once, as a scheduler would run them
+        standalone.trigger(dag_id)
+
+    states: dict[str, list[str]] = {}
+    tasks: dict[str, dict[str, str]] = {}
+
+    def finished() -> bool:
+        for dag_id in EXAMPLES:
+            runs = standalone.runs(dag_id)
+            states[dag_id] = [run["state"] for run in runs]
+            tasks.update(
+                {run["dag_run_id"]: standalone.task_states(dag_id, run["dag_run_id"]) for run in runs}
+            )
+        return all(state in FINISHED_RUN_STATES for runs in states.values() for state in runs)
+
+    try:
+        wait_until("every example run to finish", finished, timeout=240, interval=2)
+    finally:
+        trouble = [
+            f"{dag_id} {run['dag_run_id']} {task_id}: {state}\n"
+            + standalone.task_log(dag_id, run["dag_run_id"], task_id)
+            + "\n"
+            + standalone.log_lines(task_id)
+            for dag_id in EXAMPLES
+            for run in standalone.runs(dag_id)
+            for task_id, state in tasks.get(run["dag_run_id"], {}).items()
+            if state not in ("success", None)
+        ]
+    assert not trouble, "\n".join(trouble)
+    # Unpausing the daily publish example also starts its latest scheduled run.
+    assert len(cms.received) == len(states["example_nanobanana_publish"])
+    assert emulator_admin.submissions() == 5 + len(states["example_nanobanana_publish"]) - 1
