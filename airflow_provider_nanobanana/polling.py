@@ -127,6 +127,8 @@ class TaskPoller:
     """Bookkeeping of one wait: wall-clock deadline, state changes, consecutive failed polls.
 
     The deadline is a Unix time so it survives a trigger moving to another triggerer process.
+    ``consecutive_errors`` starts above 0 where a wait resumes a run of failed polls (a
+    rescheduled sensor's next poke).
     """
 
     model: str
@@ -134,7 +136,7 @@ class TaskPoller:
     deadline: float
     max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS
     log: logging.Logger | Any = field(default_factory=lambda: logging.getLogger(__name__))
-    _errors: int = field(default=0, init=False)
+    consecutive_errors: int = 0
     _state: TaskState | None = field(default=None, init=False)
     _last: TaskStatus | None = field(default=None, init=False)
 
@@ -154,7 +156,7 @@ class TaskPoller:
         return outcome
 
     def _on_status(self, status: TaskStatus) -> PollOutcome | None:
-        self._errors = 0
+        self.consecutive_errors = 0
         self.log.debug("APIXO task %s is %s", self.task_id, status.state.value)
         if status.state != self._state:
             self.log.info("APIXO task %s is now %s", self.task_id, status.state.value)
@@ -166,12 +168,12 @@ class TaskPoller:
         # A task read right after submission may not be visible yet, and a garbled answer may be a
         # proxy's: both count towards the budget like network errors rather than end the wait.
         tolerated = error.transient or isinstance(error, ApixoNotFoundError | ApixoMalformedResponseError)
-        self._errors += 1
-        if tolerated and self._errors < self.max_consecutive_errors:
+        self.consecutive_errors += 1
+        if tolerated and self.consecutive_errors < self.max_consecutive_errors:
             self.log.warning(
                 "Polling APIXO task %s failed (%d of %d tolerated in a row): %s",
                 self.task_id,
-                self._errors,
+                self.consecutive_errors,
                 self.max_consecutive_errors - 1,
                 error,
             )

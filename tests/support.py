@@ -75,6 +75,38 @@ def run(dag: DAG, **conf: Any) -> tuple[str, dict[tuple[str, str], Any]]:
     return dag_run.state, xcoms
 
 
+class FakeTaskInstance:
+    """The task instance as operators and sensors use it: XCom and the try number."""
+
+    def __init__(self, try_number: int = 1) -> None:
+        self.try_number = try_number
+        self.xcom: dict[str, Any] = {}
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.xcom[key] = value
+
+    def xcom_pull(self, task_ids: str, key: str) -> Any:
+        return self.xcom.get(key)
+
+
+class FakeStore:
+    """``task_state_store`` of one task instance: it outlives the tries and pokes that use it."""
+
+    def __init__(self, **values: Any) -> None:
+        self.values = dict(values)
+        self.retention: dict[str, Any] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.values.get(key, default)
+
+    def set(self, key: str, value: Any, *, retention: Any = None) -> None:
+        self.values[key] = value
+        self.retention[key] = retention
+
+    def delete(self, key: str) -> None:
+        self.values.pop(key, None)
+
+
 class LocalReceiver:
     """A loopback HTTP server that records the JSON body of every POST: a CMS, a webhook receiver.
 

@@ -19,7 +19,7 @@ from airflow_provider_nanobanana.exceptions import ApixoTaskRejectedError, Apixo
 from airflow_provider_nanobanana.operators.nanobanana import NanoBananaGenerateOperator
 from airflow_provider_nanobanana.reattach import RECORD_KEY, RECORD_RETENTION
 from tests.dags import provider_dags
-from tests.support import run, submit
+from tests.support import FakeStore, FakeTaskInstance, run, submit
 
 if TYPE_CHECKING:
     from airflow.triggers.base import BaseTrigger
@@ -29,38 +29,9 @@ if TYPE_CHECKING:
 LONG = "[emulator:seconds=30]"
 
 
-class FakeStore:
-    """``task_state_store`` as the operator uses it."""
-
-    def __init__(self, **values: Any) -> None:
-        self.values = dict(values)
-        self.retention: dict[str, Any] = {}
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.values.get(key, default)
-
-    def set(self, key: str, value: Any, *, retention: Any = None) -> None:
-        self.values[key] = value
-        self.retention[key] = retention
-
-    def delete(self, key: str) -> None:
-        self.values.pop(key, None)
-
-
 class BrokenStore(FakeStore):
     def set(self, key: str, value: Any, *, retention: Any = None) -> None:
         raise RuntimeError("state store unavailable")
-
-
-class FakeTaskInstance:
-    def __init__(self) -> None:
-        self.xcom: dict[str, Any] = {}
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.xcom[key] = value
-
-    def xcom_pull(self, task_ids: str, key: str) -> Any:
-        return self.xcom.get(key)
 
 
 def context(store: FakeStore) -> Any:
@@ -303,4 +274,19 @@ def test_retry_after_execution_timeout_waits_for_the_same_task(emulator_admin: E
     assert state == "success"
     (task,) = emulator_admin.tasks()
     assert xcoms[("generate", "return_value")]["apixo_task_id"] == task["id"]
+    assert emulator_admin.submissions() == 1
+
+
+@pytest.mark.usefixtures("emulator")
+async def test_the_same_trigger_running_twice_reads_only_and_agrees(emulator_admin: EmulatorAdmin) -> None:
+    """A trigger re-created from its kwargs while the first still runs: two events, one outcome, one POST."""
+    with pytest.raises(TaskDeferred) as deferred:
+        operator(initial_delay=0.2, poll_interval=0.2).execute(context(FakeStore()))
+    _, kwargs = deferred.value.trigger.serialize()
+    twins = [type(deferred.value.trigger)(**kwargs) for _ in range(2)]
+
+    first, second = await asyncio.gather(*(first_event(trigger) for trigger in twins))
+
+    assert first["status"] == second["status"] == "success"
+    assert first["task"]["result_urls"] == second["task"]["result_urls"]
     assert emulator_admin.submissions() == 1

@@ -106,23 +106,30 @@ class NanoBananaTaskSensor(BaseSensorOperator):
     @cached_property
     def _poller(self) -> TaskPoller:
         """Kept across pokes (in poke mode): it counts failed reads and logs only state changes at INFO."""
-        return self._new_poller(self.max_consecutive_errors)
+        return self._new_poller()
 
-    def _new_poller(self, max_consecutive_errors: int) -> TaskPoller:
-        return TaskPoller(self.model, self.apixo_task_id, math.inf, max_consecutive_errors, self.log)
+    def _new_poller(self, consecutive_errors: int = 0) -> TaskPoller:
+        return TaskPoller(
+            self.model,
+            self.apixo_task_id,
+            math.inf,
+            self.max_consecutive_errors,
+            self.log,
+            consecutive_errors,
+        )
 
     def poke(self, context: Context) -> PokeReturnValue | bool:
         carried = _CarriedErrors.of(context) if self.reschedule else None
         before = 0 if carried is None else carried.read()
-        # A fresh poller with the budget that the earlier pokes of this try left.
-        poller = self._poller if carried is None else self._new_poller(self.max_consecutive_errors - before)
+        # A fresh poller that goes on with the run of failed reads of the earlier pokes of this try.
+        poller = self._poller if carried is None else self._new_poller(before)
         try:
             answer: TaskStatus | ApixoError = self.hook.get_task_status(self.model, self.apixo_task_id)
         except ApixoError as error:
             answer = error
         outcome = poller.observe(answer)
         if carried is not None:
-            carried.write(before, before + 1 if outcome is None and isinstance(answer, ApixoError) else 0)
+            carried.write(before, poller.consecutive_errors if outcome is None else 0)
         if outcome is None:
             return False
         return PokeReturnValue(is_done=True, xcom_value=outcome.result())

@@ -13,20 +13,10 @@ from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 from airflow_provider_nanobanana.exceptions import ApixoInputError, ApixoTaskFailedError
 from airflow_provider_nanobanana.operators.nanobanana import NanoBananaGenerateOperator
 from airflow_provider_nanobanana.triggers.nanobanana import NanoBananaTaskTrigger
+from tests.support import FakeTaskInstance
 
 if TYPE_CHECKING:
-    from airflow_provider_nanobanana.emulator import EmulatorServer
-
-
-class FakeTaskInstance:
-    def __init__(self) -> None:
-        self.xcom: dict[str, Any] = {}
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.xcom[key] = value
-
-    def xcom_pull(self, task_ids: str, key: str) -> Any:
-        return self.xcom.get(key)
+    from tests.support import EmulatorAdmin
 
 
 def make_operator(**kwargs: Any) -> NanoBananaGenerateOperator:
@@ -87,14 +77,14 @@ def task_dict(state: str, fail_code: str | None = None) -> dict[str, Any]:
     ],
 )
 def test_bad_input_fails_before_any_request(
-    kwargs: dict[str, Any], field: str, emulator: EmulatorServer
+    kwargs: dict[str, Any], field: str, emulator_admin: EmulatorAdmin
 ) -> None:
     with pytest.raises(AirflowFailException) as raised:
         execute(make_operator(**kwargs))
 
     assert str(raised.value).startswith(f"Invalid {field}: ")
 
-    assert emulator.emulator.requests == []
+    assert emulator_admin.requests() == []
 
 
 @pytest.mark.parametrize(
@@ -114,58 +104,55 @@ def test_bad_wait_settings_fail_when_the_dag_is_parsed(kwargs: dict[str, Any], f
     assert raised.value.field == field
 
 
-def test_empty_rendered_strings_mean_not_set(emulator: EmulatorServer) -> None:
+def test_empty_rendered_strings_mean_not_set(emulator_admin: EmulatorAdmin) -> None:
     operator = make_operator(
         mode="", provider="", callback_url="", request_type="", wait_for_completion=False
     )
 
     execute(operator)
 
-    body = emulator.emulator.tasks[0].body
-    assert body["request_type"] == "async"
-    assert body["provider"] == "auto"
-    assert body["input"]["mode"] == "text-to-image"
+    (task,) = emulator_admin.tasks()
+    assert task["request_type"] == "async"
+    assert task["provider"] == "auto"
+    assert task["input"]["mode"] == "text-to-image"
 
 
-def test_http_callback_on_localhost_is_allowed(emulator: EmulatorServer) -> None:
+def test_http_callback_on_localhost_is_allowed(emulator_admin: EmulatorAdmin) -> None:
     execute(make_operator(callback_url="http://127.0.0.1:9/hook", wait_for_completion=False))
 
-    assert emulator.emulator.tasks[0].body["callback_url"] == "http://127.0.0.1:9/hook"
+    assert emulator_admin.tasks()[0]["callback_url"] == "http://127.0.0.1:9/hook"
 
 
-def test_deferrable_submits_pushes_the_id_then_defers(emulator: EmulatorServer) -> None:
+def test_deferrable_submits_pushes_the_id_then_defers(emulator_admin: EmulatorAdmin) -> None:
     before = time.time()
     with pytest.raises(TaskDeferred) as deferred:
         execute(operator := make_operator(timeout=120))
-    task = emulator.emulator.tasks[0]
+    (task,) = emulator_admin.tasks()
 
     trigger = deferred.value.trigger
     assert isinstance(trigger, NanoBananaTaskTrigger)
-    assert trigger.apixo_task_id == task.task_id
+    assert trigger.apixo_task_id == task["id"]
     assert before + 120 <= trigger.end_time <= time.time() + 120
     assert deferred.value.timeout is not None and deferred.value.timeout.total_seconds() > 120
     assert deferred.value.method_name == operator.execute_complete.__name__
-    assert task.body == {
-        "request_type": "async",
-        "provider": "auto",
-        "input": {
-            "mode": "text-to-image",
-            "prompt": "a lighthouse",
-            "aspect_ratio": "1:1",
-            "output_format": "png",
-        },
+    assert (task["request_type"], task["provider"], task["callback_url"]) == ("async", "auto", None)
+    assert task["input"] == {
+        "mode": "text-to-image",
+        "prompt": "a lighthouse",
+        "aspect_ratio": "1:1",
+        "output_format": "png",
     }
 
 
-def test_id_is_in_xcom_before_the_wait(emulator: EmulatorServer) -> None:
+def test_id_is_in_xcom_before_the_wait(emulator_admin: EmulatorAdmin) -> None:
     ti = FakeTaskInstance()
     with pytest.raises(TaskDeferred):
         make_operator().execute({"ti": ti})  # type: ignore[arg-type]
 
-    assert ti.xcom == {"apixo_task_id": emulator.emulator.tasks[0].task_id}
+    assert ti.xcom == {"apixo_task_id": emulator_admin.tasks()[0]["id"]}
 
 
-def test_image_to_image_with_callback(emulator: EmulatorServer) -> None:
+def test_image_to_image_with_callback(emulator_admin: EmulatorAdmin) -> None:
     urls = ["https://img.example/a.png", "https://img.example/b.webp"]
     operator = make_operator(
         image_urls=urls,
@@ -176,43 +163,43 @@ def test_image_to_image_with_callback(emulator: EmulatorServer) -> None:
 
     task_id, _ = execute(operator)
 
-    body = emulator.emulator.tasks[0].body
-    assert task_id == emulator.emulator.tasks[0].task_id
-    assert body["request_type"] == "callback"
-    assert body["callback_url"] == "https://hooks.example/apixo"
-    assert body["provider"] == "official"
-    assert body["input"]["mode"] == "image-to-image"
-    assert body["input"]["image_urls"] == urls
+    (task,) = emulator_admin.tasks()
+    assert task_id == task["id"]
+    assert task["request_type"] == "callback"
+    assert task["callback_url"] == "https://hooks.example/apixo"
+    assert task["provider"] == "official"
+    assert task["input"]["mode"] == "image-to-image"
+    assert task["input"]["image_urls"] == urls
 
 
-def test_blocking_polls_to_the_result(emulator: EmulatorServer) -> None:
+def test_blocking_polls_to_the_result(emulator_admin: EmulatorAdmin) -> None:
     result, ti = execute(make_operator(deferrable=False))
 
     assert result["state"] == "success"
     assert result["apixo_task_id"] == ti.xcom["apixo_task_id"]
-    assert emulator.emulator.request_count("GET") >= 2
+    assert emulator_admin.request_count("GET") >= 2
 
 
-def test_blocking_input_caused_failure_is_final(emulator: EmulatorServer) -> None:
-    emulator.emulator.fail_next_tasks("CONTENT_VIOLATION", "blocked by policy")
+def test_blocking_input_caused_failure_is_final(emulator_admin: EmulatorAdmin) -> None:
+    emulator_admin.fail_next_tasks("CONTENT_VIOLATION", fail_msg="blocked by policy")
 
     with pytest.raises(AirflowFailException, match="CONTENT_VIOLATION: blocked by policy"):
         execute(make_operator(deferrable=False))
 
 
-def test_lost_submission_answer_is_not_resent(emulator: EmulatorServer) -> None:
-    emulator.emulator.settings.latency_seconds = 1.0
+def test_lost_submission_answer_is_not_resent(emulator_admin: EmulatorAdmin) -> None:
+    emulator_admin.configure(latency_seconds=1.0)
     operator = make_operator()
     operator.hook.timeout = 0.3
 
     with pytest.raises(AirflowFailException, match="not resent"):
         execute(operator)
 
-    assert emulator.emulator.submissions() == 1
+    assert emulator_admin.submissions() == 1
 
 
-def test_rejected_request_is_final(emulator: EmulatorServer) -> None:
-    emulator.emulator.inject_http_errors(400, times=1, endpoint="submit")
+def test_rejected_request_is_final(emulator_admin: EmulatorAdmin) -> None:
+    emulator_admin.inject_http_errors(400, times=1, endpoint="submit")
 
     with pytest.raises(AirflowFailException, match="400"):
         execute(make_operator())

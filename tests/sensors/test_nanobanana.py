@@ -19,31 +19,10 @@ from airflow.sdk.exceptions import (
 
 from airflow_provider_nanobanana.exceptions import ApixoTaskFailedError, ApixoWaitError
 from airflow_provider_nanobanana.sensors.nanobanana import ERRORS_KEY, NanoBananaTaskSensor
-from tests.support import EmulatorAdmin, submit
+from tests.support import EmulatorAdmin, FakeStore, FakeTaskInstance, submit
 
 if TYPE_CHECKING:
     from airflow_provider_nanobanana.emulator import EmulatorServer
-
-
-class FakeStore:
-    """``task_state_store`` of one task instance: it outlives the sensor instances of its pokes."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, Any] = {}
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.values.get(key, default)
-
-    def set(self, key: str, value: Any) -> None:
-        self.values[key] = value
-
-    def delete(self, key: str) -> None:
-        self.values.pop(key, None)
-
-
-class FakeTaskInstance:
-    def __init__(self, try_number: int = 1) -> None:
-        self.try_number = try_number
 
 
 def make_sensor(task_id: str, **kwargs: Any) -> NanoBananaTaskSensor:
