@@ -15,13 +15,16 @@ idea, written once on ``task_state_store`` for both ways of waiting, avoids all 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import time
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
     from airflow.sdk import Context
 
@@ -29,8 +32,22 @@ if TYPE_CHECKING:
 RECORD_KEY = "apixo_submission"
 # APIXO keeps a task's results for 15 days at most: a record older than that cannot be reattached.
 RECORD_RETENTION = timedelta(days=15)
+# APIXO's result URLs last 24 hours to 15 days (its pages disagree): older results may be gone.
+RESULT_URLS_KEPT_AT_LEAST = timedelta(hours=24)
+# A task read right after its submission may not be visible yet: only after this long does a 404
+# mean that APIXO does not know the task (expired, another account) rather than "not yet".
+NOT_VISIBLE_GRACE = timedelta(minutes=2)
 
 log = logging.getLogger(__name__)
+
+
+def request_fingerprint(model: str, task_input: Mapping[str, Any], provider: str | None) -> str:
+    """What a task was asked to do, hashed: a try reattaches only to a task for the same request.
+
+    The callback URL is left out: it may carry a per-try secret, and it does not change the image.
+    """
+    canonical = json.dumps([model, task_input, provider], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -40,20 +57,27 @@ class Submission:
     task_id: str
     model: str
     submitted_at: float
+    request: str
 
     @classmethod
     def from_stored(cls, stored: Any) -> Submission | None:
         try:
-            return cls(str(stored["task_id"]), str(stored["model"]), float(stored["submitted_at"]))
+            fields = ("task_id", "model", "submitted_at", "request")
+            task_id, model, submitted_at, request = (stored[name] for name in fields)
+            return cls(str(task_id), str(model), float(submitted_at), str(request))
         except (TypeError, KeyError, ValueError):
             return None
+
+    def age(self) -> timedelta:
+        return timedelta(seconds=time.time() - self.submitted_at)
 
 
 class SubmissionRecord:
     """The unfinished submission of one task instance, across its tries.
 
-    Storing is best effort: a store that cannot be reached costs crash recovery (logged), never the
-    image already paid for.
+    Writing and dropping are best effort: a store that cannot be written costs crash recovery
+    (logged), never the image already paid for. Reading is not: a try that cannot tell whether a
+    task was already submitted fails before submitting, and its retry asks again.
     """
 
     def __init__(self, store: Any) -> None:

@@ -12,14 +12,21 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from airflow.models.taskinstance import TaskInstance
 from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR, TriggerFailureReason
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
+from airflow.utils.session import create_session
+from sqlalchemy import select
 
-from airflow_provider_nanobanana.exceptions import ApixoTaskRejectedError, ApixoWaitError
+from airflow_provider_nanobanana.exceptions import (
+    ApixoTaskFailedError,
+    ApixoTaskRejectedError,
+    ApixoWaitError,
+)
 from airflow_provider_nanobanana.operators.nanobanana import NanoBananaGenerateOperator
 from airflow_provider_nanobanana.reattach import RECORD_KEY, RECORD_RETENTION
 from tests.dags import provider_dags
-from tests.support import FakeStore, FakeTaskInstance, run, submit
+from tests.support import FakeStore, FakeTaskInstance, run
 
 if TYPE_CHECKING:
     from airflow.triggers.base import BaseTrigger
@@ -45,9 +52,8 @@ def operator(**kwargs: Any) -> NanoBananaGenerateOperator:
 
 def recorded(task_id: str) -> FakeStore:
     """The store as an earlier try left it after submitting ``task_id``."""
-    return FakeStore(
-        **{RECORD_KEY: {"task_id": task_id, "model": "nano-banana", "submitted_at": time.time()}}
-    )
+    submission = {"task_id": task_id, "model": "nano-banana", "submitted_at": time.time(), "request": "r"}
+    return FakeStore(**{RECORD_KEY: submission})
 
 
 def ended(admin: EmulatorAdmin, task_id: str) -> str:
@@ -119,88 +125,106 @@ def test_no_wait_drops_the_record_once_the_id_is_returned(emulator_admin: Emulat
 # --- the next try -----------------------------------------------------------------------------------
 
 
-@pytest.mark.usefixtures("emulator")
+def first_try(**kwargs: Any) -> tuple[FakeStore, str]:
+    """An earlier try that submitted and deferred, then was lost: its store and its APIXO task id."""
+    store = FakeStore()
+    with pytest.raises(TaskDeferred) as deferred:
+        operator(**kwargs).execute(context(store))
+    return store, deferred.value.trigger.apixo_task_id
+
+
 def test_retry_reattaches_to_a_running_task_in_the_triggerer(emulator_admin: EmulatorAdmin) -> None:
-    task_id = submit(f"a lighthouse {LONG}")
-    ctx = context(recorded(task_id))
+    store, task_id = first_try(prompt=LONG)
+    ctx = context(store)
 
     with pytest.raises(TaskDeferred) as deferred:
-        operator().execute(ctx)
+        operator(prompt=LONG).execute(ctx)
 
     assert deferred.value.trigger.apixo_task_id == task_id
     assert ctx["ti"].xcom["apixo_task_id"] == task_id
     assert emulator_admin.submissions() == 1
 
 
-@pytest.mark.usefixtures("emulator")
 def test_retry_reattaches_to_a_running_task_blocking(emulator_admin: EmulatorAdmin) -> None:
-    emulator_admin.configure(generation_seconds=1.5)
-    task_id = submit()
-    store = recorded(task_id)
+    prompt = "a lighthouse [emulator:seconds=3]"
+    store, task_id = first_try(prompt=prompt)
 
-    result = operator(deferrable=False).execute(context(store))
+    result = operator(prompt=prompt, deferrable=False).execute(context(store))
 
     assert result["apixo_task_id"] == task_id and result["state"] == "success"
+    assert emulator_admin.request_count("GET", "/api/v1/statusTask") >= 2  # it waited, then read success
     assert emulator_admin.submissions() == 1
     assert RECORD_KEY not in store.values
 
 
-@pytest.mark.usefixtures("emulator")
 def test_retry_returns_a_task_that_succeeded_meanwhile_without_waiting(emulator_admin: EmulatorAdmin) -> None:
-    task_id = submit()
+    store, task_id = first_try()
     ended(emulator_admin, task_id)
-    store = recorded(task_id)
 
-    result = operator(deferrable=True).execute(context(store))  # no TaskDeferred: nothing to wait for
+    result = operator().execute(context(store))  # deferrable, yet no TaskDeferred: nothing to wait for
 
     assert result["apixo_task_id"] == task_id and result["result_urls"]
     assert emulator_admin.submissions() == 1
     assert RECORD_KEY not in store.values
 
 
-@pytest.mark.usefixtures("emulator")
 def test_retry_after_an_input_caused_failure_fails_for_good(emulator_admin: EmulatorAdmin) -> None:
-    task_id = submit("a cat [emulator:fail=NSFW_DETECTED]")
+    prompt = "a cat [emulator:fail=NSFW_DETECTED]"
+    store, task_id = first_try(prompt=prompt)
     ended(emulator_admin, task_id)
-    store = recorded(task_id)
 
     with pytest.raises(ApixoTaskRejectedError, match="NSFW_DETECTED"):
-        operator().execute(context(store))
+        operator(prompt=prompt).execute(context(store))
 
     assert emulator_admin.submissions() == 1
     assert RECORD_KEY not in store.values
 
 
+def test_retry_after_a_transient_failure_submits_a_new_task(emulator_admin: EmulatorAdmin) -> None:
+    prompt = "a cat [emulator:fail=GENERATION_FAILED]"
+    store, task_id = first_try(prompt=prompt)
+    ended(emulator_admin, task_id)
+
+    with pytest.raises(TaskDeferred) as deferred:
+        operator(prompt=prompt).execute(context(store))
+
+    assert deferred.value.trigger.apixo_task_id == store.values[RECORD_KEY]["task_id"] != task_id
+    assert emulator_admin.submissions() == 2
+
+
 @pytest.mark.parametrize(
-    "earlier", ["a cat [emulator:fail=GENERATION_FAILED]", None], ids=["transient failure", "unknown task"]
+    ("age", "reattached"), [(0, True), (3600, False)], ids=["just submitted", "an hour old"]
 )
-@pytest.mark.usefixtures("emulator")
-def test_retry_submits_anew_when_the_earlier_task_cannot_deliver(
-    earlier: str | None, emulator_admin: EmulatorAdmin
+def test_a_task_apixo_does_not_know_is_waited_for_only_while_it_may_not_be_visible_yet(
+    age: float, reattached: bool, emulator_admin: EmulatorAdmin
 ) -> None:
-    if earlier is None:
-        task_id = "task_unknown_to_apixo"
-    else:
-        task_id = submit(earlier)
-        ended(emulator_admin, task_id)
-    store = recorded(task_id)
+    store, _ = first_try()
+    store.values[RECORD_KEY] |= {"task_id": "task_unknown", "submitted_at": time.time() - age}
 
     with pytest.raises(TaskDeferred) as deferred:
         operator().execute(context(store))
 
-    new_id = deferred.value.trigger.apixo_task_id
-    assert new_id != task_id
-    assert store.values[RECORD_KEY]["task_id"] == new_id
-    assert emulator_admin.submissions() == (1 if earlier is None else 2)
+    assert (deferred.value.trigger.apixo_task_id == "task_unknown") is reattached
+    assert emulator_admin.submissions() == (1 if reattached else 2)
 
 
-@pytest.mark.usefixtures("emulator")
-def test_reattach_off_submits_on_every_try_and_records_nothing(emulator_admin: EmulatorAdmin) -> None:
-    task_id = submit(f"a lighthouse {LONG}")
-    store = recorded(task_id)
+def test_a_changed_request_is_submitted_anew(emulator_admin: EmulatorAdmin) -> None:
+    """A user who fixes the prompt and clears a task that ran out of time wants the new prompt."""
+    store, task_id = first_try(prompt=f"a lighthouse {LONG}")
 
     with pytest.raises(TaskDeferred) as deferred:
-        operator(reattach=False).execute(context(store))
+        operator(prompt=f"a harbour {LONG}").execute(context(store))
+
+    new_id = deferred.value.trigger.apixo_task_id
+    assert new_id != task_id and store.values[RECORD_KEY]["task_id"] == new_id
+    assert emulator_admin.tasks()[1]["input"]["prompt"] == f"a harbour {LONG}"
+
+
+def test_reattach_off_submits_on_every_try_and_records_nothing(emulator_admin: EmulatorAdmin) -> None:
+    store, task_id = first_try(prompt=LONG)
+
+    with pytest.raises(TaskDeferred) as deferred:
+        operator(prompt=LONG, reattach=False).execute(context(store))
 
     assert deferred.value.trigger.apixo_task_id != task_id
     assert store.values[RECORD_KEY]["task_id"] == task_id  # untouched
@@ -236,6 +260,35 @@ def test_wait_without_outcome_is_retryable_while_the_record_holds_the_task(statu
     assert store.values[RECORD_KEY]["task_id"] == "task_1"
 
 
+def test_a_transient_failure_event_drops_the_record_so_the_retry_submits_anew() -> None:
+    store = recorded("task_1")
+    ctx = context(store)
+    ctx["ti"].xcom_push("apixo_task_id", "task_1")
+    task = {
+        "apixo_task_id": "task_1",
+        "state": "failed",
+        "result_urls": [],
+        "create_time": 1,
+        "complete_time": 2,
+        "cost_time": 1,
+        "fail_code": "GENERATION_FAILED",
+        "fail_message": "busy",
+    }
+    event = {
+        "status": "failed",
+        "apixo_task_id": "task_1",
+        "model": "nano-banana",
+        "message": "m",
+        "task": task,
+    }
+
+    with pytest.raises(ApixoTaskFailedError) as raised:
+        operator().resume_execution("execute_complete", {"event": event}, ctx)
+
+    assert not isinstance(raised.value, AirflowFailException)
+    assert RECORD_KEY not in store.values
+
+
 @pytest.mark.parametrize("store", [None, BrokenStore()], ids=["no store", "store down"])
 @pytest.mark.usefixtures("emulator")
 def test_without_a_record_a_wait_without_outcome_fails_for_good(
@@ -253,6 +306,12 @@ def test_without_a_record_a_wait_without_outcome_fails_for_good(
 # --- real retries and clears ------------------------------------------------------------------------
 
 
+def last_try_number(dag_id: str) -> int:
+    with create_session() as session:
+        latest = select(TaskInstance.try_number).where(TaskInstance.dag_id == dag_id)
+        return int(session.scalars(latest.order_by(TaskInstance.start_date.desc())).first() or 0)
+
+
 @pytest.mark.dag
 @pytest.mark.usefixtures("airflow_db")
 def test_retry_after_the_deadline_waits_for_the_same_task(emulator_admin: EmulatorAdmin) -> None:
@@ -260,6 +319,7 @@ def test_retry_after_the_deadline_waits_for_the_same_task(emulator_admin: Emulat
     state, xcoms = run(provider_dags.generate_retrying, prompt="a kite [emulator:seconds=5]")
 
     assert state == "success"
+    assert last_try_number(provider_dags.generate_retrying.dag_id) == 2
     (task,) = emulator_admin.tasks()
     assert xcoms[("generate", "return_value")]["apixo_task_id"] == task["id"]
     assert emulator_admin.submissions() == 1
@@ -272,14 +332,17 @@ def test_retry_after_execution_timeout_waits_for_the_same_task(emulator_admin: E
     state, xcoms = run(provider_dags.generate_blocking_timeout, prompt="a kite [emulator:seconds=6]")
 
     assert state == "success"
+    assert last_try_number(provider_dags.generate_blocking_timeout.dag_id) == 2
     (task,) = emulator_admin.tasks()
     assert xcoms[("generate", "return_value")]["apixo_task_id"] == task["id"]
     assert emulator_admin.submissions() == 1
 
 
 @pytest.mark.usefixtures("emulator")
-async def test_the_same_trigger_running_twice_reads_only_and_agrees(emulator_admin: EmulatorAdmin) -> None:
-    """A trigger re-created from its kwargs while the first still runs: two events, one outcome, one POST."""
+async def test_the_same_trigger_running_twice_only_reads_and_both_agree(
+    emulator_admin: EmulatorAdmin,
+) -> None:
+    """A trigger re-created from its kwargs while the first still runs: both read, both agree, no POST."""
     with pytest.raises(TaskDeferred) as deferred:
         operator(initial_delay=0.2, poll_interval=0.2).execute(context(FakeStore()))
     _, kwargs = deferred.value.trigger.serialize()

@@ -30,7 +30,13 @@ from airflow_provider_nanobanana.polling import (
     check_seconds,
     final_outcome,
 )
-from airflow_provider_nanobanana.reattach import Submission, SubmissionRecord
+from airflow_provider_nanobanana.reattach import (
+    NOT_VISIBLE_GRACE,
+    RESULT_URLS_KEPT_AT_LEAST,
+    Submission,
+    SubmissionRecord,
+    request_fingerprint,
+)
 from airflow_provider_nanobanana.triggers.nanobanana import NanoBananaTaskTrigger
 
 if TYPE_CHECKING:
@@ -138,19 +144,22 @@ class NanoBananaGenerateOperator(BaseOperator):
     def execute(self, context: Context) -> Any:
         request = self._validated_request()
         record = self._record(context)
-        reattached = self._reattached(record)
-        if reattached is None:
-            submission, ended = Submission(self._submit(request), self.model, time.time()), None
-            record.write(submission)
-        else:
-            submission, ended = reattached
-        with self._paid_for(submission.task_id, record):
-            context["ti"].xcom_push(key=XCOM_TASK_ID_KEY, value=submission.task_id)
-            if not self.wait_for_completion:
-                return submission.task_id
-            if ended is not None:
-                return self._finish(ended)
-            return self._wait(submission)
+        fingerprint = request_fingerprint(self.model, request.task_input(), request.provider)
+        try:
+            reattached = self._reattached(record, fingerprint)
+            if reattached is None:
+                submission, ended = self._submitted(request, record, fingerprint), None
+            else:
+                submission, ended = reattached
+            with self._paid_for(submission.task_id, record):
+                context["ti"].xcom_push(key=XCOM_TASK_ID_KEY, value=submission.task_id)
+                if not self.wait_for_completion:
+                    return submission.task_id
+                if ended is not None:
+                    return self._finish(ended)
+                return self._wait(submission)
+        finally:
+            self.hook.close()
 
     def _wait(self, submission: Submission) -> Any:
         """Defer, or poll here; either way ``initial_delay`` counts from the submission."""
@@ -183,8 +192,11 @@ class NanoBananaGenerateOperator(BaseOperator):
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
         """Back from the trigger, or from its failure or timeout: the task is paid for either way."""
         task_id = context["ti"].xcom_pull(task_ids=self.task_id, key=XCOM_TASK_ID_KEY)
-        with self._paid_for(task_id, self._record(context)):
-            return super().resume_execution(next_method, next_kwargs, context)
+        try:
+            with self._paid_for(task_id, self._record(context)):
+                return super().resume_execution(next_method, next_kwargs, context)
+        finally:
+            self.hook.close()
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Resume after the trigger's event; everything needed is in the event itself."""
@@ -202,10 +214,17 @@ class NanoBananaGenerateOperator(BaseOperator):
             callback_url=self.callback_url,
         )
 
-    def _submit(self, request: NanoBananaRequest) -> str:
-        return self.hook.submit_task(
+    def _submitted(
+        self, request: NanoBananaRequest, record: SubmissionRecord, fingerprint: str
+    ) -> Submission:
+        """Submit the task and record it before anything else can fail."""
+        submitted_at = time.time()
+        task_id = self.hook.submit_task(
             self.model, request.task_input(), provider=request.provider, callback_url=request.callback_url
         )
+        submission = Submission(task_id, self.model, submitted_at, fingerprint)
+        record.write(submission)
+        return submission
 
     def _finish(self, outcome: PollOutcome) -> dict[str, Any]:
         self.log.info("%s", outcome.message)
@@ -214,18 +233,32 @@ class NanoBananaGenerateOperator(BaseOperator):
     def _record(self, context: Context) -> SubmissionRecord:
         return SubmissionRecord.of(context) if self.reattach else SubmissionRecord(None)
 
-    def _reattached(self, record: SubmissionRecord) -> tuple[Submission, PollOutcome | None] | None:
-        """The task an earlier try submitted, and its outcome if it has ended successfully.
+    def _reattached(
+        self, record: SubmissionRecord, fingerprint: str
+    ) -> tuple[Submission, PollOutcome | None] | None:
+        """The task an earlier try submitted for this request, and its outcome if it has succeeded.
 
-        A transient failure, or a task APIXO does not know (expired, another account), is dropped
-        so that a new task is submitted; an input-caused failure fails for good.
+        None means submit anew: nothing recorded, a changed request, a transient failure, or a task
+        that APIXO still does not know after :data:`NOT_VISIBLE_GRACE`. An input-caused failure
+        fails for good.
         """
         previous = record.read()
         if previous is None:
             return None
+        if previous.request != fingerprint:
+            self.log.warning(
+                "APIXO task %s of an earlier try was for another request (the DAG or its inputs "
+                "changed since): submitting the new request",
+                previous.task_id,
+            )
+            record.drop()
+            return None
         try:
             status = self.hook.get_task_status(previous.model, previous.task_id)
         except ApixoNotFoundError as error:
+            if previous.age() < NOT_VISIBLE_GRACE:
+                self.log.info("Reattaching to APIXO task %s, not visible yet: %s", previous.task_id, error)
+                return previous, None
             self.log.warning("Not reattaching (%s): submitting a new task", error)
             record.drop()
             return None
@@ -233,15 +266,21 @@ class NanoBananaGenerateOperator(BaseOperator):
         if outcome is not None and outcome.status is OutcomeStatus.FAILED:
             record.drop()
             if is_input_fail_code(status.fail_code):
-                outcome.result()
+                outcome.result()  # raises ApixoTaskRejectedError: the same request would fail again
             self.log.warning("Not reattaching: %s. Submitting a new task.", outcome.message)
             return None
         self.log.info(
-            "Reattaching to APIXO task %s (%s), submitted by an earlier try: it is %s",
+            "Reattaching to APIXO task %s (%s), submitted %s ago by an earlier try: it is %s",
             previous.task_id,
             previous.model,
+            previous.age(),
             status.state.value,
         )
+        if outcome is not None and previous.age() > RESULT_URLS_KEPT_AT_LEAST:
+            self.log.warning(
+                "Its result URLs may have expired (APIXO keeps them 24 hours to 15 days): "
+                "use reattach=False to generate anew"
+            )
         return previous, outcome
 
     @contextmanager
@@ -272,5 +311,3 @@ class NanoBananaGenerateOperator(BaseOperator):
             ) from error
         else:
             record.drop()
-        finally:
-            self.hook.close()

@@ -260,25 +260,19 @@ class Standalone:
     def task_instance(self, dag_id: str, run_id: str, task_id: str) -> dict[str, Any]:
         return dict(self._json("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}"))
 
-    def wait_for_task_state(
-        self, dag_id: str, run_id: str, task_id: str, state: str, timeout: float = 120
-    ) -> dict[str, Any]:
-        def reached() -> dict[str, Any] | None:
+    def wait_for_trigger_assigned(self, dag_id: str, run_id: str, task_id: str) -> dict[str, Any]:
+        """Wait until the task is deferred and a triggerer runs its trigger; that triggerer's job."""
+
+        def assigned() -> dict[str, Any] | None:
             ti = self.task_instance(dag_id, run_id, task_id)
-            return ti if ti["state"] == state else None
+            return ti["triggerer_job"] if ti["state"] == "deferred" else None
 
-        return wait_until(f"{dag_id}.{task_id} to be {state}", reached, timeout)
+        return wait_until(f"{dag_id}.{task_id} deferred on a triggerer", assigned, timeout=120)
 
-    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:
-        """A try's log as text: the first thing to read when a drill fails."""
-        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}"
-        content = self._json("GET", path, params={"full_content": True})["content"]
-        lines = (
-            f"{line.get('event', '')} {line.get('error_detail', '')}"
-            for line in content
-            if isinstance(line, dict)
-        )
-        return "\n".join(lines)
+    def xcom_or_none(self, dag_id: str, run_id: str, task_id: str, key: str) -> Any:
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}"
+        answer = self.api.get(path, params={"deserialize": True})
+        return answer.json()["value"] if answer.status_code == 200 else None
 
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
         path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}"

@@ -21,11 +21,16 @@ pytestmark = pytest.mark.e2e
 def test_worker_killed_after_submitting_reattaches_on_retry(
     standalone: Standalone, emulator_admin: EmulatorAdmin
 ) -> None:
-    """Blocking: SIGKILL the task's process once APIXO has the POST; the retry waits for that task."""
+    """Blocking: SIGKILL the task's process once the task id is out; the retry waits for that task."""
     standalone.wait_for_dags("e2e_blocking")
     run_id = standalone.trigger("e2e_blocking", prompt="a kite [emulator:seconds=12]")
-    wait_until("the submission", lambda: emulator_admin.submissions() == 1, timeout=120)
     ti = standalone.task_instance("e2e_blocking", run_id, "generate")
+
+    def task_id_out() -> Any:
+        return standalone.xcom_or_none("e2e_blocking", run_id, "generate", "apixo_task_id")
+
+    # XCom gets the id right after the record does: from then on a crash must not cost a second task.
+    wait_until("the task id in XCom", task_id_out, timeout=120)
     process = wait_until("the task's process", lambda: standalone.task_process(ti["id"]), timeout=30)
 
     process.send_signal(signal.SIGKILL)
@@ -49,7 +54,7 @@ def test_triggerer_killed_while_deferred_a_new_one_finishes_the_wait(
 ) -> None:
     standalone.wait_for_dags("e2e_deferred")
     run_id = standalone.trigger("e2e_deferred", prompt="a kite [emulator:seconds=15]")
-    standalone.wait_for_task_state("e2e_deferred", run_id, "generate", "deferred")
+    standalone.wait_for_trigger_assigned("e2e_deferred", run_id, "generate")
 
     for triggerer in standalone.triggerers():
         kill_family(triggerer)
@@ -67,12 +72,7 @@ def test_trigger_running_twice_at_once_gives_one_outcome(
     """A triggerer paused past its heartbeat (a frozen VM) loses its trigger to a new one, then wakes up."""
     standalone.wait_for_dags("e2e_deferred")
     run_id = standalone.trigger("e2e_deferred", prompt="a kite [emulator:seconds=15]")
-    standalone.wait_for_task_state("e2e_deferred", run_id, "generate", "deferred")
-
-    def assigned() -> dict[str, Any] | None:
-        return standalone.task_instance("e2e_deferred", run_id, "generate")["triggerer_job"]
-
-    running_on = wait_until("a triggerer to take the trigger", assigned, timeout=60)
+    running_on = standalone.wait_for_trigger_assigned("e2e_deferred", run_id, "generate")
     frozen = [member for t in standalone.triggerers() for member in [t, *t.children(recursive=True)]]
     for member in frozen:
         member.suspend()
@@ -80,7 +80,7 @@ def test_trigger_running_twice_at_once_gives_one_outcome(
         standalone.start_triggerer()
 
         def moved() -> bool:
-            now_on = assigned()
+            now_on = standalone.task_instance("e2e_deferred", run_id, "generate")["triggerer_job"]
             return now_on is not None and now_on["id"] != running_on["id"]
 
         wait_until("a second triggerer to take the trigger over", moved, timeout=90)
@@ -113,13 +113,13 @@ def test_clear_after_success_generates_a_new_image(
 def test_clear_after_a_wait_that_ran_out_delivers_the_task_paid_for(
     standalone: Standalone, emulator_admin: EmulatorAdmin
 ) -> None:
-    """The 4 s wait runs out and the run fails (no retries); the task finishes; a clear returns it."""
+    """The 4 s wait runs out and the run fails (no retries); the task finishes at 20 s; a clear returns it."""
     standalone.wait_for_dags("e2e_short_wait")
-    run_id = standalone.trigger("e2e_short_wait", prompt="a kite [emulator:seconds=8]")
+    run_id = standalone.trigger("e2e_short_wait", prompt="a kite [emulator:seconds=20]")
     assert standalone.wait_for_run("e2e_short_wait", run_id) == "failed"
     (task,) = emulator_admin.tasks()
     wait_until(
-        "the APIXO task to finish", lambda: emulator_admin.tasks()[0]["state"] == "success", timeout=30
+        "the APIXO task to finish", lambda: emulator_admin.tasks()[0]["state"] == "success", timeout=60
     )
 
     standalone.clear("e2e_short_wait", run_id, "generate")

@@ -45,7 +45,7 @@ def poke_until_done(sensor: NanoBananaTaskSensor) -> tuple[int, PokeReturnValue]
 
 
 def test_poke_is_false_while_running_then_returns_the_result(emulator: EmulatorServer) -> None:
-    task_id = submit()
+    task_id = submit("a lighthouse [emulator:seconds=3]")
 
     pokes, answer = poke_until_done(make_sensor(task_id, deferrable=False))
 
