@@ -120,16 +120,15 @@ class NanoBananaTaskSensor(BaseSensorOperator):
 
     def poke(self, context: Context) -> PokeReturnValue | bool:
         carried = _CarriedErrors.of(context) if self.reschedule else None
-        before = 0 if carried is None else carried.read()
         # A fresh poller that goes on with the run of failed reads of the earlier pokes of this try.
-        poller = self._poller if carried is None else self._new_poller(before)
+        poller = self._poller if carried is None else self._new_poller(carried.read())
         try:
             answer: TaskStatus | ApixoError = self.hook.get_task_status(self.model, self.apixo_task_id)
         except ApixoError as error:
             answer = error
         outcome = poller.observe(answer)
         if carried is not None:
-            carried.write(before, poller.consecutive_errors if outcome is None else 0)
+            carried.write(poller.consecutive_errors if outcome is None else 0)
         if outcome is None:
             return False
         return PokeReturnValue(is_done=True, xcom_value=outcome.result())
@@ -163,9 +162,9 @@ class _CarriedErrors:
             return errors if isinstance(errors, int) and errors > 0 else 0
         return 0
 
-    def write(self, before: int, errors: int) -> None:
+    def write(self, errors: int) -> None:
         """Store the new count; a run that ended (a good read, or the wait's end) is dropped."""
         if errors:
             self.store.set(ERRORS_KEY, {"try": self.try_number, "errors": errors})
-        elif before:
+        else:
             self.store.delete(ERRORS_KEY)
