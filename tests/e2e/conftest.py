@@ -77,16 +77,13 @@ def standalone(e2e_home: Path, emulator_process: EmulatorAdmin, cms: LocalReceiv
     airflow.start()
     try:
         yield airflow
-    except BaseException:
-        print(airflow.log_tail(80))
-        raise
     finally:
         airflow.stop()
 
 
 @pytest.fixture
 def emulator_admin(emulator_process: EmulatorAdmin) -> EmulatorAdmin:
-    """The session's emulator, reset for this test."""
+    """The e2e emulator, reset for this test."""
     emulator_process.reset()
     emulator_process.configure(generation_seconds=2, pending_seconds=0.5, latency_seconds=0)
     return emulator_process

@@ -114,13 +114,14 @@ class Standalone:
         self._process = spawn([str(BIN / "airflow"), "standalone"], self.env, self.log)
         try:
             wait_until("airflow standalone to be healthy", self._healthy, timeout)
-        except TimeoutError:
+        except (TimeoutError, RuntimeError) as error:
+            tail = self.log_tail()
             self.stop()
-            raise
+            raise RuntimeError(f"{error}\n{tail}") from None
 
     def _healthy(self) -> bool:
         if self._process is not None and self._process.poll() is not None:
-            raise RuntimeError(f"airflow standalone exited; see {self.log}:\n{self.log_tail()}")
+            raise RuntimeError("airflow standalone exited")
         try:
             health = httpx.get(f"{self.url}/api/v2/monitor/health", timeout=5).json()
         except (httpx.HTTPError, ValueError):
