@@ -29,6 +29,7 @@ from tests.dags import provider_dags
 from tests.support import FakeStore, FakeTaskInstance, run
 
 if TYPE_CHECKING:
+    from airflow.sdk import DAG
     from airflow.triggers.base import BaseTrigger
 
     from tests.support import EmulatorAdmin
@@ -314,25 +315,23 @@ def last_try_number(dag_id: str) -> int:
 
 @pytest.mark.dag
 @pytest.mark.usefixtures("airflow_db")
-def test_retry_after_the_deadline_waits_for_the_same_task(emulator_admin: EmulatorAdmin) -> None:
-    """The first try's 3 s wait runs out; the retry reattaches and the task finishes at 5 s."""
-    state, xcoms = run(provider_dags.generate_retrying, prompt="a kite [emulator:seconds=5]")
+@pytest.mark.parametrize(
+    ("dag", "prompt"),
+    [
+        # Deferred: the first try's 3 s wait runs out; the task finishes at 5 s.
+        (provider_dags.generate_retrying, "a kite [emulator:seconds=5]"),
+        # Blocking: execution_timeout (4 s) kills the first try's wait; the task finishes at 6 s.
+        (provider_dags.generate_blocking_timeout, "a kite [emulator:seconds=6]"),
+    ],
+    ids=["deadline", "execution_timeout"],
+)
+def test_retry_after_a_wait_without_outcome_waits_for_the_same_task(
+    dag: DAG, prompt: str, emulator_admin: EmulatorAdmin
+) -> None:
+    state, xcoms = run(dag, prompt=prompt)
 
     assert state == "success"
-    assert last_try_number(provider_dags.generate_retrying.dag_id) == 2
-    (task,) = emulator_admin.tasks()
-    assert xcoms[("generate", "return_value")]["apixo_task_id"] == task["id"]
-    assert emulator_admin.submissions() == 1
-
-
-@pytest.mark.dag
-@pytest.mark.usefixtures("airflow_db")
-def test_retry_after_execution_timeout_waits_for_the_same_task(emulator_admin: EmulatorAdmin) -> None:
-    """Blocking: ``execution_timeout`` (4 s) kills the first try's wait; the retry reattaches."""
-    state, xcoms = run(provider_dags.generate_blocking_timeout, prompt="a kite [emulator:seconds=6]")
-
-    assert state == "success"
-    assert last_try_number(provider_dags.generate_blocking_timeout.dag_id) == 2
+    assert last_try_number(dag.dag_id) == 2
     (task,) = emulator_admin.tasks()
     assert xcoms[("generate", "return_value")]["apixo_task_id"] == task["id"]
     assert emulator_admin.submissions() == 1

@@ -18,6 +18,27 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.e2e
 
 
+def assert_delivered_once(
+    standalone: Standalone, emulator_admin: EmulatorAdmin, dag_id: str, run_id: str
+) -> None:
+    """The run succeeded with the one APIXO task that was paid for."""
+    assert standalone.wait_for_run(dag_id, run_id) == "success"
+    (task,) = emulator_admin.tasks()
+    assert standalone.xcom(dag_id, run_id, "generate")["apixo_task_id"] == task["id"]
+    assert emulator_admin.submissions() == 1
+
+
+def family(process: psutil.Process) -> list[psutil.Process]:
+    return [process, *process.children(recursive=True)]
+
+
+def deferred_on_a_triggerer(standalone: Standalone) -> tuple[str, dict[str, Any]]:
+    """A run of ``e2e_deferred`` whose 15 s task a triggerer waits for: the run id, the triggerer's job."""
+    standalone.wait_for_dags("e2e_deferred")
+    run_id = standalone.trigger("e2e_deferred", prompt="a kite [emulator:seconds=15]")
+    return run_id, standalone.wait_for_trigger_assigned("e2e_deferred", run_id, "generate")
+
+
 def test_worker_killed_after_submitting_reattaches_on_retry(
     standalone: Standalone, emulator_admin: EmulatorAdmin
 ) -> None:
@@ -35,16 +56,13 @@ def test_worker_killed_after_submitting_reattaches_on_retry(
 
     process.send_signal(signal.SIGKILL)
 
-    assert standalone.wait_for_run("e2e_blocking", run_id) == "success"
-    (task,) = emulator_admin.tasks()
-    assert standalone.xcom("e2e_blocking", run_id, "generate")["apixo_task_id"] == task["id"]
+    assert_delivered_once(standalone, emulator_admin, "e2e_blocking", run_id)
     assert standalone.task_instance("e2e_blocking", run_id, "generate")["try_number"] == 2
-    assert emulator_admin.submissions() == 1
 
 
 def kill_family(process: psutil.Process) -> None:
     """SIGKILL a process and its children at once, as the kernel's OOM killer or a lost node would."""
-    for member in [process, *process.children(recursive=True)]:
+    for member in family(process):
         with contextlib.suppress(psutil.NoSuchProcess):
             member.kill()
 
@@ -52,28 +70,21 @@ def kill_family(process: psutil.Process) -> None:
 def test_triggerer_killed_while_deferred_a_new_one_finishes_the_wait(
     standalone: Standalone, emulator_admin: EmulatorAdmin
 ) -> None:
-    standalone.wait_for_dags("e2e_deferred")
-    run_id = standalone.trigger("e2e_deferred", prompt="a kite [emulator:seconds=15]")
-    standalone.wait_for_trigger_assigned("e2e_deferred", run_id, "generate")
+    run_id, _ = deferred_on_a_triggerer(standalone)
 
     for triggerer in standalone.triggerers():
         kill_family(triggerer)
     standalone.start_triggerer()
 
-    assert standalone.wait_for_run("e2e_deferred", run_id) == "success"
-    (task,) = emulator_admin.tasks()
-    assert standalone.xcom("e2e_deferred", run_id, "generate")["apixo_task_id"] == task["id"]
-    assert emulator_admin.submissions() == 1
+    assert_delivered_once(standalone, emulator_admin, "e2e_deferred", run_id)
 
 
 def test_trigger_running_twice_at_once_gives_one_outcome(
     standalone: Standalone, emulator_admin: EmulatorAdmin
 ) -> None:
     """A triggerer paused past its heartbeat (a frozen VM) loses its trigger to a new one, then wakes up."""
-    standalone.wait_for_dags("e2e_deferred")
-    run_id = standalone.trigger("e2e_deferred", prompt="a kite [emulator:seconds=15]")
-    running_on = standalone.wait_for_trigger_assigned("e2e_deferred", run_id, "generate")
-    frozen = [member for t in standalone.triggerers() for member in [t, *t.children(recursive=True)]]
+    run_id, running_on = deferred_on_a_triggerer(standalone)
+    frozen = [member for triggerer in standalone.triggerers() for member in family(triggerer)]
     for member in frozen:
         member.suspend()
     try:
@@ -89,10 +100,7 @@ def test_trigger_running_twice_at_once_gives_one_outcome(
             with contextlib.suppress(psutil.NoSuchProcess):
                 member.resume()
 
-    assert standalone.wait_for_run("e2e_deferred", run_id) == "success"
-    (task,) = emulator_admin.tasks()
-    assert standalone.xcom("e2e_deferred", run_id, "generate")["apixo_task_id"] == task["id"]
-    assert emulator_admin.submissions() == 1
+    assert_delivered_once(standalone, emulator_admin, "e2e_deferred", run_id)
 
 
 def test_clear_after_success_generates_a_new_image(
@@ -117,13 +125,10 @@ def test_clear_after_a_wait_that_ran_out_delivers_the_task_paid_for(
     standalone.wait_for_dags("e2e_short_wait")
     run_id = standalone.trigger("e2e_short_wait", prompt="a kite [emulator:seconds=20]")
     assert standalone.wait_for_run("e2e_short_wait", run_id) == "failed"
-    (task,) = emulator_admin.tasks()
     wait_until(
         "the APIXO task to finish", lambda: emulator_admin.tasks()[0]["state"] == "success", timeout=60
     )
 
     standalone.clear("e2e_short_wait", run_id, "generate")
 
-    assert standalone.wait_for_run("e2e_short_wait", run_id) == "success"
-    assert standalone.xcom("e2e_short_wait", run_id, "generate")["apixo_task_id"] == task["id"]
-    assert emulator_admin.submissions() == 1
+    assert_delivered_once(standalone, emulator_admin, "e2e_short_wait", run_id)
