@@ -132,6 +132,18 @@ class ApixoTaskRejectedError(ApixoTaskFailedError, AirflowFailException):
     hint = "caused by the input or the account: retrying cannot help"
 
 
+class ApixoStorageError(ApixoError):
+    """A result image could not be downloaded or stored; nothing partial was left behind.
+
+    ``retryable`` tells whether downloading it again may succeed (a dropped connection, a 5xx).
+    """
+
+    def __init__(self, url: str, problem: str, *, retryable: bool = False) -> None:
+        super().__init__(f"Result image {url:.300} {problem}; nothing was stored for it")
+        self.url = url
+        self.retryable = retryable
+
+
 class ApixoWaitError(ApixoError):
     """Waiting for an APIXO task ended without an outcome: polling kept failing."""
 

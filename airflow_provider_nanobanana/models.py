@@ -69,14 +69,29 @@ _INPUT_FAIL_WORDS = frozenset(
 )
 
 
+_ACCOUNT_FAIL_WORDS = frozenset({"credit", "credits", "balance"})
+
+
+def _fail_code_words(fail_code: str | None) -> set[str]:
+    return {word.lower() for word in re.findall(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])", fail_code or "")}
+
+
 def is_input_fail_code(fail_code: str | None) -> bool:
     """Whether a failCode is caused by the request or the account, so resubmitting cannot help.
 
     Two naming styles are in use (``PROMPT_TOO_LONG``, ``PromptLengthExceeded``), so codes are judged
     by their words; a code with no known word counts as transient.
     """
-    words = {word.lower() for word in re.findall(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])", fail_code or "")}
+    words = _fail_code_words(fail_code)
     return not words & _TRANSIENT_FAIL_WORDS and bool(words & _INPUT_FAIL_WORDS)
+
+
+def is_content_rejection(fail_code: str | None) -> bool:
+    """An input-caused failure of this request alone (content, prompt, image), not of the account.
+
+    The ones a batch may skip: the next prompt can still succeed, unlike after ``INSUFFICIENT_CREDITS``.
+    """
+    return is_input_fail_code(fail_code) and not _fail_code_words(fail_code) & _ACCOUNT_FAIL_WORDS
 
 
 def status_query(task_id: str) -> dict[str, str]:

@@ -76,9 +76,13 @@ def run(dag: DAG, **conf: Any) -> tuple[str, dict[tuple[str, str], Any]]:
 
 
 class FakeTaskInstance:
-    """The task instance as operators and sensors use it: XCom and the try number."""
+    """The task instance as operators and sensors use it: identity, XCom and the try number."""
 
-    def __init__(self, try_number: int = 1) -> None:
+    def __init__(self, try_number: int = 1, map_index: int = -1) -> None:
+        self.dag_id = "covers"
+        self.run_id = "manual__2026-11-26T00:00:00+00:00"
+        self.task_id = "generate"
+        self.map_index = map_index
         self.try_number = try_number
         self.xcom: dict[str, Any] = {}
 

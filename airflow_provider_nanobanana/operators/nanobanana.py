@@ -9,9 +9,15 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowFailException, AirflowTaskTimeout
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException, AirflowTaskTimeout
 
-from airflow_provider_nanobanana.exceptions import ApixoNotFoundError, ApixoTaskFailedError, ApixoWaitError
+from airflow_provider_nanobanana.exceptions import (
+    ApixoInputError,
+    ApixoNotFoundError,
+    ApixoTaskFailedError,
+    ApixoTaskRejectedError,
+    ApixoWaitError,
+)
 from airflow_provider_nanobanana.hooks.apixo import ApixoHook
 from airflow_provider_nanobanana.models import (
     DEFAULT_INITIAL_DELAY,
@@ -19,6 +25,7 @@ from airflow_provider_nanobanana.models import (
     DEFAULT_TIMEOUT,
     NANO_BANANA,
     NanoBananaRequest,
+    is_content_rejection,
     is_input_fail_code,
 )
 from airflow_provider_nanobanana.polling import (
@@ -37,14 +44,21 @@ from airflow_provider_nanobanana.reattach import (
     SubmissionRecord,
     request_fingerprint,
 )
+from airflow_provider_nanobanana.storage import (
+    DEFAULT_MAX_IMAGE_BYTES,
+    check_max_image_bytes,
+    output_location,
+    store_results,
+)
 from airflow_provider_nanobanana.triggers.nanobanana import NanoBananaTaskTrigger
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
-    from airflow.sdk import Context
+    from airflow.sdk import Context, ObjectStoragePath
 
 XCOM_TASK_ID_KEY = "apixo_task_id"
+CONTENT_VIOLATION_POLICIES = ("fail", "skip")
 
 
 class NanoBananaGenerateOperator(BaseOperator):
@@ -61,7 +75,8 @@ class NanoBananaGenerateOperator(BaseOperator):
 
     Returns ``{"apixo_task_id", "state", "result_urls", "create_time", "complete_time",
     "cost_time"}``, or just the task id when ``wait_for_completion`` is False. Result URLs expire
-    (24 hours to 15 days): download what must be kept right away.
+    (24 hours to 15 days): set ``output_path`` to store the images on the worker right after
+    success; the result then also has ``stored_paths``, ``content_types``, ``sizes`` and ``sha256``.
 
     :param prompt: what to draw, 1 to 5000 characters. Templated.
     :param image_urls: 0 to 5 public http(s) URLs of JPG/PNG/WebP images to edit. Templated.
@@ -82,6 +97,11 @@ class NanoBananaGenerateOperator(BaseOperator):
     :param reattach: a later try waits for the task an earlier try submitted (default). False
         submits a new task on every try (a fresh image each time); a wait that ends without an
         outcome then fails for good instead of letting a retry pay a second time.
+    :param output_path: where to store the result images (a local directory, ``file://``,
+        ``s3://conn_id@bucket/prefix/``, ... or an ``ObjectStoragePath``). Templated.
+    :param max_image_bytes: a result image larger than this fails the download (default 100 MiB).
+    :param on_content_violation: ``fail`` (default), or ``skip``: a task the API rejects for its
+        content, prompt or image ends *skipped*, so the rest of a mapped batch goes on.
     """
 
     model = NANO_BANANA
@@ -95,6 +115,7 @@ class NanoBananaGenerateOperator(BaseOperator):
         "callback_url",
         "request_type",
         "apixo_conn_id",
+        "output_path",
     )
     ui_color = "#ffe135"
 
@@ -117,6 +138,9 @@ class NanoBananaGenerateOperator(BaseOperator):
         timeout: timedelta | float = DEFAULT_TIMEOUT,
         max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS,
         reattach: bool = True,
+        output_path: str | ObjectStoragePath | None = None,
+        max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+        on_content_violation: str = "fail",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -136,6 +160,12 @@ class NanoBananaGenerateOperator(BaseOperator):
         self.timeout = check_seconds("timeout", timeout, minimum=1)
         self.max_consecutive_errors = check_error_budget(max_consecutive_errors)
         self.reattach = reattach
+        self.output_path = output_path
+        self.max_image_bytes = check_max_image_bytes(max_image_bytes)
+        if on_content_violation not in CONTENT_VIOLATION_POLICIES:
+            rule = f"must be one of {', '.join(CONTENT_VIOLATION_POLICIES)}; got {on_content_violation!r}"
+            raise ApixoInputError("on_content_violation", rule)
+        self.on_content_violation = on_content_violation
 
     @cached_property
     def hook(self) -> ApixoHook:
@@ -143,25 +173,28 @@ class NanoBananaGenerateOperator(BaseOperator):
 
     def execute(self, context: Context) -> Any:
         request = self._validated_request()
+        if self.output_path is not None:
+            output_location(self.output_path)
         record = self._record(context)
         fingerprint = request_fingerprint(self.model, request.task_input(), request.provider)
         try:
-            reattached = self._reattached(record, fingerprint)
-            if reattached is None:
-                submission, ended = self._submitted(request, record, fingerprint), None
-            else:
-                submission, ended = reattached
-            with self._paid_for(submission.task_id, record):
-                context["ti"].xcom_push(key=XCOM_TASK_ID_KEY, value=submission.task_id)
-                if not self.wait_for_completion:
-                    return submission.task_id
-                if ended is not None:
-                    return self._finish(ended)
-                return self._wait(submission)
+            with self._content_violation_policy():
+                reattached = self._reattached(record, fingerprint)
+                if reattached is None:
+                    submission, ended = self._submitted(request, record, fingerprint), None
+                else:
+                    submission, ended = reattached
+                with self._paid_for(submission.task_id, record):
+                    context["ti"].xcom_push(key=XCOM_TASK_ID_KEY, value=submission.task_id)
+                    if not self.wait_for_completion:
+                        return submission.task_id
+                    if ended is not None:
+                        return self._finish(ended, context)
+                    return self._wait(submission, context)
         finally:
             self.hook.close()
 
-    def _wait(self, submission: Submission) -> Any:
+    def _wait(self, submission: Submission, context: Context) -> Any:
         """Defer, or poll here; either way ``initial_delay`` counts from the submission."""
         end_time = time.time() + self.timeout
         if self.deferrable:
@@ -187,20 +220,20 @@ class NanoBananaGenerateOperator(BaseOperator):
             deadline=end_time,
             max_consecutive_errors=self.max_consecutive_errors,
         )
-        return self._finish(outcome)
+        return self._finish(outcome, context)
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
         """Back from the trigger, or from its failure or timeout: the task is paid for either way."""
         task_id = context["ti"].xcom_pull(task_ids=self.task_id, key=XCOM_TASK_ID_KEY)
         try:
-            with self._paid_for(task_id, self._record(context)):
+            with self._content_violation_policy(), self._paid_for(task_id, self._record(context)):
                 return super().resume_execution(next_method, next_kwargs, context)
         finally:
             self.hook.close()
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Resume after the trigger's event; everything needed is in the event itself."""
-        return self._finish(PollOutcome.from_event(event))
+        return self._finish(PollOutcome.from_event(event), context)
 
     def _validated_request(self) -> NanoBananaRequest:
         return NanoBananaRequest.validated(
@@ -226,9 +259,24 @@ class NanoBananaGenerateOperator(BaseOperator):
         record.write(submission)
         return submission
 
-    def _finish(self, outcome: PollOutcome) -> dict[str, Any]:
+    def _finish(self, outcome: PollOutcome, context: Context) -> dict[str, Any]:
+        """The result of a finished task, its images stored when ``output_path`` is set."""
         self.log.info("%s", outcome.message)
-        return outcome.result()
+        result = outcome.result()
+        if self.output_path is not None:
+            result = store_results(result, self.output_path, context, self.max_image_bytes, self.log)
+        return result
+
+    @contextmanager
+    def _content_violation_policy(self) -> Iterator[None]:
+        """With ``on_content_violation="skip"``, a rejected prompt or image skips this task."""
+        try:
+            yield
+        except ApixoTaskRejectedError as error:
+            if self.on_content_violation != "skip" or not is_content_rejection(error.fail_code):
+                raise
+            self.log.warning("Skipping this task (on_content_violation='skip'): %s", error)
+            raise AirflowSkipException(f"APIXO rejected the request: {error}") from error
 
     def _record(self, context: Context) -> SubmissionRecord:
         return SubmissionRecord.of(context) if self.reattach else SubmissionRecord(None)

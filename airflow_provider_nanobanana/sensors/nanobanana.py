@@ -22,12 +22,18 @@ from airflow_provider_nanobanana.polling import (
     TaskPoller,
     check_error_budget,
 )
+from airflow_provider_nanobanana.storage import (
+    DEFAULT_MAX_IMAGE_BYTES,
+    check_max_image_bytes,
+    output_location,
+    store_results,
+)
 from airflow_provider_nanobanana.triggers.nanobanana import NanoBananaTaskTrigger
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from airflow.sdk import Context
+    from airflow.sdk import Context, ObjectStoragePath
 
     from airflow_provider_nanobanana.models import TaskStatus
 
@@ -53,9 +59,11 @@ class NanoBananaTaskSensor(BaseSensorOperator):
     :param apixo_conn_id: the ``apixo`` connection.
     :param deferrable: wait in the triggerer (default); otherwise ``mode`` (poke/reschedule) applies.
     :param max_consecutive_errors: failed status reads in a row that end the wait.
+    :param output_path: where to store the result images, as in the operator. Templated.
+    :param max_image_bytes: a result image larger than this fails the download (default 100 MiB).
     """
 
-    template_fields: Sequence[str] = ("apixo_task_id", "model", "apixo_conn_id")
+    template_fields: Sequence[str] = ("apixo_task_id", "model", "apixo_conn_id", "output_path")
     ui_color = "#ffe135"
 
     def __init__(
@@ -67,6 +75,8 @@ class NanoBananaTaskSensor(BaseSensorOperator):
         deferrable: bool = True,
         poke_interval: timedelta | float = DEFAULT_POLL_INTERVAL,
         max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS,
+        output_path: str | ObjectStoragePath | None = None,
+        max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
         **kwargs: Any,
     ) -> None:
         super().__init__(poke_interval=poke_interval, **kwargs)
@@ -75,6 +85,8 @@ class NanoBananaTaskSensor(BaseSensorOperator):
         self.apixo_conn_id = apixo_conn_id
         self.deferrable = deferrable
         self.max_consecutive_errors = check_error_budget(max_consecutive_errors)
+        self.output_path = output_path
+        self.max_image_bytes = check_max_image_bytes(max_image_bytes)
 
     @cached_property
     def hook(self) -> ApixoHook:
@@ -85,6 +97,8 @@ class NanoBananaTaskSensor(BaseSensorOperator):
         if not self.apixo_task_id or self.apixo_task_id == "None":
             rule = f"is empty ({self.apixo_task_id!r}): did the upstream task push it to XCom?"
             raise ApixoInputError("apixo_task_id", rule)
+        if self.output_path is not None:
+            output_location(self.output_path)
         if not self.deferrable:
             try:
                 return super().execute(context)
@@ -131,16 +145,22 @@ class NanoBananaTaskSensor(BaseSensorOperator):
             carried.write(poller.consecutive_errors if outcome is None else 0)
         if outcome is None:
             return False
-        return PokeReturnValue(is_done=True, xcom_value=outcome.result())
+        return PokeReturnValue(is_done=True, xcom_value=self._stored(outcome.result(), context))
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Resume after the trigger's event; a deadline becomes a sensor timeout (soft_fail applies)."""
         outcome = PollOutcome.from_event(event)
         self.log.info("%s", outcome.message)
         try:
-            return outcome.result()
+            result = outcome.result()
         except ApixoWaitTimeoutError as error:
             raise AirflowSensorTimeout(str(error)) from error
+        return self._stored(result, context)
+
+    def _stored(self, result: dict[str, Any], context: Context) -> dict[str, Any]:
+        if self.output_path is None:
+            return result
+        return store_results(result, self.output_path, context, self.max_image_bytes, self.log)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,245 @@
+"""Keeping what was generated: result images downloaded on the worker and written under ``output_path``.
+
+APIXO's result URLs expire (24 hours to 15 days), so a pipeline that needs the image stores it
+right after success. Downloads use a client of their own, never the hook's: the image host is not
+APIXO and must never see the API key. Each image streams in bounded chunks into a temporary object
+next to its final name and is moved there only once complete and checked, so a failed download
+leaves nothing behind; the name is deterministic, so a re-run overwrites its own outputs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import tenacity
+from airflow.sdk import ObjectStoragePath
+
+from airflow_provider_nanobanana.exceptions import ApixoInputError, ApixoStorageError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+    from airflow.sdk import Context
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_IMAGE_BYTES = 100 * 1024 * 1024
+"""Far above what the API returns (a 4K PNG is a few tens of MB), low enough to stop a runaway body."""
+DOWNLOAD_TIMEOUT = httpx.Timeout(60.0, connect=15.0)
+"""Per network operation; the whole download of one image is bounded by :data:`DOWNLOAD_DEADLINE`."""
+DOWNLOAD_DEADLINE = 600.0
+DOWNLOAD_ATTEMPTS = 3
+CHUNK_BYTES = 64 * 1024
+
+# Leading bytes of each image format the API can return, and the extension written for it.
+_SIGNATURES: tuple[tuple[bytes, int, str, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", 0, "image/png", ".png"),
+    (b"\xff\xd8\xff", 0, "image/jpeg", ".jpg"),
+    (b"WEBP", 8, "image/webp", ".webp"),
+    (b"GIF8", 0, "image/gif", ".gif"),
+)
+_SNIFF_BYTES = 12
+# A declared type outside these is refused before the body is read (an error page, JSON, ...).
+_ACCEPTED_DECLARED = ("image/", "application/octet-stream", "binary/octet-stream")
+_UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    """One stored result image."""
+
+    uri: str
+    content_type: str
+    size: int
+    sha256: str
+
+
+def output_location(output_path: str | ObjectStoragePath) -> ObjectStoragePath:
+    """The folder to store into; a plain path (no scheme) is a local directory, made absolute."""
+    if isinstance(output_path, ObjectStoragePath):
+        return output_path
+    if not isinstance(output_path, str) or not output_path.strip():
+        raise ApixoInputError("output_path", f"must be a non-empty path or URI; got {output_path!r}")
+    if "://" not in output_path:
+        return ObjectStoragePath(Path(output_path).expanduser().resolve().as_uri())
+    return ObjectStoragePath(output_path)
+
+
+def check_max_image_bytes(max_image_bytes: int) -> int:
+    if isinstance(max_image_bytes, bool) or not isinstance(max_image_bytes, int) or max_image_bytes < 1:
+        raise ApixoInputError("max_image_bytes", f"must be a whole number above 0; got {max_image_bytes!r}")
+    return max_image_bytes
+
+
+def stored_name(context: Context, apixo_task_id: str, index: int) -> str:
+    """``<dag>__<run>__<task>[__<map index>]__<APIXO task>_<index>``, safe on every store."""
+    ti = context["ti"]
+    parts = [ti.dag_id, ti.run_id, ti.task_id]
+    if ti.map_index is not None and ti.map_index >= 0:
+        parts.append(str(ti.map_index))
+    parts.append(f"{apixo_task_id}_{index}")
+    return "__".join(_UNSAFE_NAME_CHARS.sub("-", part) for part in parts)
+
+
+def store_results(
+    result: dict[str, Any],
+    output_path: str | ObjectStoragePath,
+    context: Context,
+    max_image_bytes: int,
+    log: logging.Logger | Any = logger,
+) -> dict[str, Any]:
+    """``result`` with its images stored: adds ``stored_paths``, ``content_types``, ``sizes``, ``sha256``."""
+    folder = output_location(output_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    stored: list[StoredImage] = []
+    with ImageDownloader(max_image_bytes) as downloader:
+        for index, url in enumerate(result["result_urls"]):
+            name = stored_name(context, result["apixo_task_id"], index)
+            stored.append(downloader.store(url, folder, name))
+            log.info("Stored %s (%d bytes)", stored[-1].uri, stored[-1].size)
+    return {
+        **result,
+        "stored_paths": [image.uri for image in stored],
+        "content_types": [image.content_type for image in stored],
+        "sizes": [image.size for image in stored],
+        "sha256": [image.sha256 for image in stored],
+    }
+
+
+class ImageDownloader:
+    """Streams images from their hosts into a store: bounded, checked, retried, all or nothing."""
+
+    def __init__(
+        self,
+        max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+        *,
+        attempts: int = DOWNLOAD_ATTEMPTS,
+        retry_wait: tenacity.wait.wait_base | None = None,
+    ) -> None:
+        self.max_image_bytes = max_image_bytes
+        self.attempts = attempts
+        self.retry_wait = retry_wait or tenacity.wait_exponential(multiplier=1, max=10)
+        # No auth, no APIXO base URL: this client only ever talks to image hosts.
+        self._client = httpx.Client(timeout=DOWNLOAD_TIMEOUT, follow_redirects=True)
+
+    def __enter__(self) -> ImageDownloader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._client.close()
+
+    def store(self, url: str, folder: ObjectStoragePath, name: str) -> StoredImage:
+        """Download ``url`` to ``folder/name.<ext>``; retried while the failure is transient."""
+        _check_url(url)
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.attempts),
+            wait=self.retry_wait,
+            retry=tenacity.retry_if_exception(_retryable),
+            reraise=True,
+        )
+        return retrying(self._store_once, url, folder, name)
+
+    def _store_once(self, url: str, folder: ObjectStoragePath, name: str) -> StoredImage:
+        partial = folder / f".{name}.part"
+        try:
+            with self._client.stream("GET", url) as response:
+                _check_response(url, response, self.max_image_bytes)
+                content_type, extension, digest, size = self._write(url, response, partial)
+            target = folder / f"{name}{extension}"
+            partial.replace(target)
+        except httpx.TransportError as error:
+            _discard(partial)
+            problem = f"failed: {type(error).__name__}: {error}"
+            raise ApixoStorageError(url, problem, retryable=True) from error
+        except BaseException:
+            _discard(partial)
+            raise
+        return StoredImage(str(target), content_type, size, digest)
+
+    def _write(
+        self, url: str, response: httpx.Response, partial: ObjectStoragePath
+    ) -> tuple[str, str, str, int]:
+        digest, size = hashlib.sha256(), 0
+        deadline = time.monotonic() + DOWNLOAD_DEADLINE
+        chunks = response.iter_bytes(CHUNK_BYTES)
+        head = _head(chunks)
+        content_type, extension = _sniff(url, head)
+        with partial.open("wb") as sink:
+            for chunk in _prepend(head, chunks):
+                size += len(chunk)
+                if size > self.max_image_bytes:
+                    raise ApixoStorageError(url, f"is larger than max_image_bytes ({self.max_image_bytes})")
+                if time.monotonic() > deadline:
+                    raise ApixoStorageError(url, f"took over {DOWNLOAD_DEADLINE:g} s", retryable=True)
+                digest.update(chunk)
+                sink.write(chunk)
+        return content_type, extension, digest.hexdigest(), size
+
+
+def _check_url(url: Any) -> None:
+    try:
+        scheme = httpx.URL(url).scheme if isinstance(url, str) else None
+    except httpx.InvalidURL:
+        scheme = None
+    if scheme not in ("http", "https"):
+        raise ApixoStorageError(str(url), "is not an http(s) URL: refused")
+
+
+def _check_response(url: str, response: httpx.Response, max_image_bytes: int) -> None:
+    if response.status_code >= 400:
+        retryable = response.status_code in (408, 425, 429) or response.status_code >= 500
+        raise ApixoStorageError(url, f"answered HTTP {response.status_code}", retryable=retryable)
+    declared = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    if declared and not declared.startswith(_ACCEPTED_DECLARED):
+        raise ApixoStorageError(url, f"is not an image (Content-Type {declared})")
+    length = response.headers.get("content-length", "")
+    if length.isdigit() and int(length) > max_image_bytes:
+        raise ApixoStorageError(url, f"is {length} bytes, over max_image_bytes ({max_image_bytes})")
+
+
+def _head(chunks: Iterator[bytes]) -> bytes:
+    """At least the first :data:`_SNIFF_BYTES` of the body (fewer only if the body is shorter)."""
+    head = b""
+    for chunk in chunks:
+        head += chunk
+        if len(head) >= _SNIFF_BYTES:
+            break
+    return head
+
+
+def _prepend(head: bytes, chunks: Iterator[bytes]) -> Iterator[bytes]:
+    yield head
+    yield from chunks
+
+
+def _sniff(url: str, head: bytes) -> tuple[str, str]:
+    """The image type the bytes really are, whatever the host declared."""
+    for signature, offset, content_type, extension in _SIGNATURES:
+        if head[offset : offset + len(signature)] == signature:
+            return content_type, extension
+    raise ApixoStorageError(url, f"is not a PNG, JPEG, WebP or GIF image (starts with {head[:8]!r})")
+
+
+def _retryable(error: BaseException) -> bool:
+    return isinstance(error, ApixoStorageError) and error.retryable
+
+
+def _discard(partial: ObjectStoragePath) -> None:
+    with contextlib.suppress(OSError):  # the store is unreachable: the original error says more
+        partial.unlink(missing_ok=True)
+
+
+def result_link(stored_uris: Sequence[str], result_urls: Sequence[str]) -> str | None:
+    """The URL a person can open: a stored image where the web reaches it, else the result URL."""
+    for uri in stored_uris:
+        if uri.startswith(("http://", "https://")):
+            return uri
+    return result_urls[0] if result_urls else None

@@ -1,0 +1,164 @@
+"""What a finished task leaves: stored images, and a batch that skips a rejected prompt.
+
+The operator and sensor run against the emulator over loopback and store into a real folder; the
+stored bytes are compared with what the emulator serves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest
+from airflow.sdk.exceptions import AirflowSkipException
+
+from airflow_provider_nanobanana.exceptions import ApixoInputError, ApixoTaskRejectedError, ApixoWaitError
+from airflow_provider_nanobanana.operators.nanobanana import NanoBananaGenerateOperator
+from airflow_provider_nanobanana.reattach import RECORD_KEY
+from airflow_provider_nanobanana.sensors.nanobanana import NanoBananaTaskSensor
+from tests.support import FakeStore, FakeTaskInstance, submit
+
+if TYPE_CHECKING:
+    from tests.support import EmulatorAdmin
+
+
+def operator(**kwargs: Any) -> NanoBananaGenerateOperator:
+    options = {
+        "prompt": "a lighthouse",
+        "initial_delay": 0.1,
+        "poll_interval": 0.1,
+        "timeout": 20,
+        "deferrable": False,
+        **kwargs,
+    }
+    return NanoBananaGenerateOperator(task_id="generate", **options)
+
+
+def context(store: FakeStore | None = None) -> Any:
+    return {"ti": FakeTaskInstance(), "task_state_store": store or FakeStore()}
+
+
+def served(url: str) -> bytes:
+    return httpx.get(url, trust_env=False).raise_for_status().content
+
+
+def assert_stored(result: dict[str, Any], folder: Path) -> None:
+    """Every result URL is in ``folder`` byte for byte, and the lists describe the files."""
+    assert len(result["stored_paths"]) == len(result["result_urls"]) >= 1
+    for uri, url, content_type, size, sha256 in zip(
+        result["stored_paths"],
+        result["result_urls"],
+        result["content_types"],
+        result["sizes"],
+        result["sha256"],
+        strict=True,
+    ):
+        path = Path(uri.removeprefix("file://"))
+        assert path.parent == folder
+        assert path.read_bytes() == served(url)
+        assert (content_type, path.suffix) in {("image/png", ".png"), ("image/jpeg", ".jpg")}
+        assert size == path.stat().st_size
+        assert sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("output_format", ["png", "jpeg"])
+def test_the_operator_stores_its_images(
+    emulator_admin: EmulatorAdmin, tmp_path: Path, output_format: str
+) -> None:
+    store = FakeStore()
+
+    result = operator(output_path=str(tmp_path), output_format=output_format).execute(context(store))
+
+    assert_stored(result, tmp_path.resolve())
+    assert result["content_types"] == [f"image/{output_format}"]
+    assert RECORD_KEY not in store.values
+
+
+def test_the_sensor_stores_the_images_of_a_task_it_did_not_submit(
+    emulator_admin: EmulatorAdmin, tmp_path: Path
+) -> None:
+    task_id = submit()
+    sensor = NanoBananaTaskSensor(
+        task_id="wait",
+        apixo_task_id=task_id,
+        deferrable=False,
+        poke_interval=0.1,
+        output_path=f"file://{tmp_path}/covers/",
+    )
+
+    result = sensor.execute(context())
+
+    assert_stored(result, tmp_path / "covers")
+    assert task_id in result["stored_paths"][0]
+
+
+def test_a_failed_download_keeps_the_task_so_the_retry_stores_it_without_paying_again(
+    emulator_admin: EmulatorAdmin, tmp_path: Path
+) -> None:
+    store = FakeStore()
+
+    with pytest.raises(ApixoWaitError, match=r"over max_image_bytes .* waits for that same APIXO task"):
+        operator(output_path=str(tmp_path), max_image_bytes=10).execute(context(store))
+    assert list(tmp_path.iterdir()) == []
+    assert RECORD_KEY in store.values
+
+    result = operator(output_path=str(tmp_path)).execute(context(store))
+
+    assert emulator_admin.submissions() == 1
+    assert_stored(result, tmp_path.resolve())
+
+
+@pytest.mark.parametrize(
+    "code", ["CONTENT_VIOLATION", "NSFW_DETECTED", "PromptLengthExceeded", "INVALID_IMAGE_URL"]
+)
+def test_skip_ends_a_rejected_prompt_as_skipped(emulator_admin: EmulatorAdmin, code: str) -> None:
+    store = FakeStore()
+    rejected = operator(prompt=f"a lighthouse [emulator:fail={code}]", on_content_violation="skip")
+
+    with pytest.raises(AirflowSkipException, match=f"APIXO rejected the request: .*{code}"):
+        rejected.execute(context(store))
+    assert RECORD_KEY not in store.values
+
+
+def test_skip_still_fails_when_the_account_is_the_cause(emulator_admin: EmulatorAdmin) -> None:
+    broke = operator(prompt="a lighthouse [emulator:fail=INSUFFICIENT_CREDITS]", on_content_violation="skip")
+
+    with pytest.raises(ApixoTaskRejectedError, match="INSUFFICIENT_CREDITS"):
+        broke.execute(context())
+
+
+def test_fail_is_the_default(emulator_admin: EmulatorAdmin) -> None:
+    with pytest.raises(ApixoTaskRejectedError, match="CONTENT_VIOLATION"):
+        operator(prompt="a lighthouse [emulator:fail=CONTENT_VIOLATION]").execute(context())
+
+
+def test_skip_applies_to_a_rejection_a_retry_reattaches_to(emulator_admin: EmulatorAdmin) -> None:
+    store = FakeStore()
+    prompt = "a lighthouse [emulator:fail=NSFW] [emulator:seconds=2]"
+    with pytest.raises(ApixoWaitError):
+        operator(prompt=prompt, timeout=1).execute(context(store))
+
+    with pytest.raises(AirflowSkipException, match="NSFW"):
+        operator(prompt=prompt, on_content_violation="skip").execute(context(store))
+    assert emulator_admin.submissions() == 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"on_content_violation": "ignore"}, "on_content_violation"),
+        ({"max_image_bytes": 0}, "max_image_bytes"),
+        ({"max_image_bytes": "10MB"}, "max_image_bytes"),
+    ],
+)
+def test_bad_storage_settings_fail_when_the_dag_is_parsed(kwargs: dict[str, Any], field: str) -> None:
+    with pytest.raises(ApixoInputError, match=f"Invalid {field}: "):
+        operator(**kwargs)
+
+
+def test_an_empty_output_path_fails_before_any_request(emulator_admin: EmulatorAdmin) -> None:
+    with pytest.raises(ApixoInputError, match="Invalid output_path: must be a non-empty path or URI"):
+        operator(output_path="").execute(context())
+    assert emulator_admin.requests() == []
