@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from airflow_provider_nanobanana.emulator.images import image_size, render_image
+from airflow_provider_nanobanana.emulator.images import render_image
 from airflow_provider_nanobanana.emulator.state import (
     CallbackRecord,
     EmulatedTask,
@@ -305,8 +305,7 @@ def _install_files(app: FastAPI, emulator: Emulator) -> None:
         fmt = task.output_format
         if name not in {f"0.{fmt}", "0.jpg" if fmt == "jpeg" else "0.png"}:
             return error_response(404, "File not found")
-        width, height = image_size(task.aspect_ratio)
-        content = render_image(fmt, width, height, f"{task.task_id}:{task.prompt}")
+        content = render_image(fmt, prompt=task.prompt, aspect_ratio=task.aspect_ratio, task_id=task.task_id)
         return Response(content, media_type=f"image/{fmt}")
 
 

@@ -1,23 +1,48 @@
-"""Real, decodable PNG and JPEG bytes for emulated results, built with the stdlib only.
+"""Real, decodable PNG and JPEG results for the emulator, drawn with Pillow.
 
 Downstream code (operators that download and store results) must be exercised with genuine image
-files, not placeholders, yet the project may not depend on an imaging library. PNG is trivial with
-zlib; JPEG uses a tiny baseline encoder whose 8x8 blocks are flat (DC-only), which every decoder reads.
+files, and a person opening the output folder should see which prompt made which file. So each image
+shows the prompt's words (wrapped, shortened if long), the aspect ratio and the APIXO task id over a
+gradient whose colours come from the task. Pillow, rather than the stdlib-only encoders used before,
+because drawing text needs a font rasteriser and real JPEG compression; it is the ``emulator`` extra,
+so the provider itself still needs no imaging library. Text uses Pillow's bundled default font, never a
+system font file, so images look the same on every machine.
 """
 
 from __future__ import annotations
 
 import hashlib
-import struct
-import zlib
+import io
+import unicodedata
 from functools import lru_cache
 
-__all__ = ["image_size", "render_image", "render_jpeg", "render_png"]
+try:
+    from PIL import Image, ImageDraw, ImageFont
+except ImportError as error:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        "The APIXO emulator draws its result images with Pillow, which is not installed: "
+        "pip install 'airflow-provider-nanobanana[emulator]'"
+    ) from error
+
+__all__ = ["LONG_SIDE", "image_size", "render_image"]
 
 LONG_SIDE = 512
 """Long side of emulated images: big enough to look like a result, small enough to stay cheap."""
 
+TEXT_COLOUR = (255, 255, 255)
+"""Text is white on a darkened panel, so it reads over any task colour."""
+
+PANEL_ALPHA = 128
+"""Opacity of the panel behind the text: dark enough for white text, light enough to show the task colour."""
+
+MAX_PROMPT_LINES = 8
+"""A long prompt is shortened rather than shrunk into a wall of text: its start identifies it."""
+
+ELLIPSIS = "\u2026"
+"""Ends a shortened prompt; the bundled font has this glyph."""
+
 Rgb = tuple[int, int, int]
+Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
 
 
 def image_size(aspect_ratio: str | None, long_side: int = LONG_SIDE) -> tuple[int, int]:
@@ -34,178 +59,215 @@ def image_size(aspect_ratio: str | None, long_side: int = LONG_SIDE) -> tuple[in
     return max(1, round(long_side * ratio_w / ratio_h)), long_side
 
 
+@lru_cache(maxsize=32)
+def render_image(output_format: str, *, prompt: str, aspect_ratio: str, task_id: str) -> bytes:
+    """PNG or JPEG bytes (``png``, ``jpeg``/``jpg``) showing the task; cached because downloads repeat."""
+    if output_format not in ("png", "jpeg", "jpg"):
+        raise ValueError(f"unsupported output format: {output_format}")
+    image = _compose(image_size(aspect_ratio), prompt=prompt, aspect_ratio=aspect_ratio, task_id=task_id)
+    buffer = io.BytesIO()
+    if output_format == "png":
+        image.save(buffer, format="PNG")
+    else:
+        image.save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def _compose(size: tuple[int, int], *, prompt: str, aspect_ratio: str, task_id: str) -> Image.Image:
+    """The picture: task-coloured gradient, a translucent panel, the prompt above, ratio and id below."""
+    width, height = size
+    image = _gradient(size, f"{task_id}:{prompt}").convert("RGBA")
+    margin = max(2, round(min(size) * 0.05))
+    panel = (margin, margin, width - 1 - margin, height - 1 - margin)
+    if panel[2] <= panel[0] or panel[3] <= panel[1]:
+        return image.convert("RGB")
+    overlay = Image.new("RGBA", size, (0, 0, 0, 0))
+    ImageDraw.Draw(overlay).rounded_rectangle(panel, radius=margin, fill=(0, 0, 0, PANEL_ALPHA))
+    image = Image.alpha_composite(image, overlay).convert("RGB")
+    draw = ImageDraw.Draw(image)
+
+    left, top, right, bottom = panel[0] + margin, panel[1] + margin, panel[2] - margin, panel[3] - margin
+    inner_width = right - left
+    if inner_width <= 0 or bottom <= top:
+        return image
+    long_side = max(size)
+
+    # Footer: aspect ratio and size, then the task id on a line of its own (shrunk until it fits).
+    footer = [_printable(f"{aspect_ratio}  \u00b7  {width} x {height}")]
+    if task_id:
+        footer.append(_printable(task_id))
+    footer_font = _fit_font(footer[-1], inner_width, start=round(long_side / 28), smallest=8)
+    footer_step = _line_height(footer_font) + max(1, _font_size(footer_font) // 4)
+    footer_top = bottom - footer_step * len(footer)
+    for index, line in enumerate(footer):
+        draw.text((left, footer_top + index * footer_step), line, TEXT_COLOUR, footer_font)
+    rule_y = footer_top - max(2, margin // 2)
+    draw.line((left, rule_y, right, rule_y), fill=TEXT_COLOUR, width=1)
+
+    # Prompt: the largest size at which it fits above the rule, else the smallest size, shortened.
+    area_bottom = rule_y - max(2, margin // 2)
+    lines, font, step = _layout_prompt(
+        _printable(" ".join(prompt.split())),
+        inner_width,
+        area_bottom - top,
+        sizes=range(round(long_side / 14), max(10, round(long_side / 30)) - 1, -2),
+    )
+    y = top + max(0, (area_bottom - top - step * len(lines)) // 2)
+    for line in lines:
+        x = left + max(0, (inner_width - round(draw.textlength(line, font=font))) // 2)
+        draw.text((x, y), line, TEXT_COLOUR, font)
+        y += step
+    return image
+
+
+def _gradient(size: tuple[int, int], seed: str) -> Image.Image:
+    """A diagonal blend of two colours derived from the seed, so each task gets its own background."""
+    width, height = size
+    start, end = _palette(seed)
+    span = max(1, width + height - 2)
+    ramp = bytes(round(255 * i / span) for i in range(width + height - 1))
+    mask = Image.frombytes("L", size, b"".join(ramp[y : y + width] for y in range(height)))
+    return Image.composite(Image.new("RGB", size, end), Image.new("RGB", size, start), mask)
+
+
 def _palette(seed: str) -> tuple[Rgb, Rgb]:
     """Two colours derived from the seed, so each task gets its own recognisable image."""
     digest = hashlib.sha256(seed.encode("utf-8")).digest()
     return (digest[0], digest[1], digest[2]), (digest[3], digest[4], digest[5])
 
 
-def _lerp(start: Rgb, end: Rgb, t: float) -> Rgb:
-    """Linear blend of two colours, t in [0, 1]."""
-    r = round(start[0] + (end[0] - start[0]) * t)
-    g = round(start[1] + (end[1] - start[1]) * t)
-    b = round(start[2] + (end[2] - start[2]) * t)
-    return r, g, b
-
-
-def _gradient_strip(length: int, seed: str) -> list[Rgb]:
-    """A one-dimensional colour ramp; a diagonal gradient is a sliding window over it."""
-    start, end = _palette(seed)
-    span = max(1, length - 1)
-    return [_lerp(start, end, i / span) for i in range(length)]
-
-
-# --- PNG -------------------------------------------------------------------------------------------
-
-
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    """One length-prefixed, CRC-suffixed PNG chunk."""
-    crc = zlib.crc32(kind + data) & 0xFFFFFFFF
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
-
-
-def render_png(width: int, height: int, seed: str) -> bytes:
-    """A truecolour PNG with a diagonal gradient whose colours come from the seed."""
-    if width <= 0 or height <= 0:
-        raise ValueError("width and height must be positive")
-    strip = bytes(channel for rgb in _gradient_strip(width + height - 1, seed) for channel in rgb)
-    raw = b"".join(b"\x00" + strip[3 * y : 3 * (y + width)] for y in range(height))
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + _png_chunk(b"IHDR", header)
-        + _png_chunk(b"IDAT", zlib.compress(raw, 6))
-        + _png_chunk(b"IEND", b"")
-    )
-
-
-# --- JPEG (baseline, DC-only) ---------------------------------------------------------------------
-
-# ITU-T T.81 Annex K.3, table K.3: the standard luminance DC Huffman table (categories 0..11).
-_DC_BITS = (0, 1, 5, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0)
-_DC_VALUES = tuple(range(12))
-# Every block's AC coefficients are zero, so the AC table only needs the end-of-block symbol.
-_AC_BITS = (1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-_AC_VALUES = (0x00,)
-# With every quantiser 8, a flat block of level-shifted value s has quantised DC exactly s.
-_QUANT = 8
-
-
-def _huffman_codes(bits: tuple[int, ...], values: tuple[int, ...]) -> dict[int, tuple[int, int]]:
-    """Canonical Huffman codes (symbol -> (code, length)) from a DHT bits/values pair."""
-    codes: dict[int, tuple[int, int]] = {}
-    code, index = 0, 0
-    for length, count in enumerate(bits, start=1):
-        for _ in range(count):
-            codes[values[index]] = (code, length)
-            code += 1
-            index += 1
-        code <<= 1
-    return codes
-
-
-_DC_CODES = _huffman_codes(_DC_BITS, _DC_VALUES)
-_EOB = _huffman_codes(_AC_BITS, _AC_VALUES)[0x00]
-
-
-class _BitWriter:
-    """MSB-first bit packer with JPEG byte stuffing (0xFF is followed by 0x00)."""
-
-    def __init__(self) -> None:
-        self.out = bytearray()
-        self._acc = 0
-        self._count = 0
-
-    def write(self, value: int, length: int) -> None:
-        self._acc = (self._acc << length) | (value & ((1 << length) - 1))
-        self._count += length
-        while self._count >= 8:
-            self._count -= 8
-            byte = (self._acc >> self._count) & 0xFF
-            self.out.append(byte)
-            if byte == 0xFF:
-                self.out.append(0x00)
-        self._acc &= (1 << self._count) - 1
-
-    def flush(self) -> bytes:
-        """Pad the last byte with one-bits, as the standard asks."""
-        if self._count:
-            self.write((1 << (8 - self._count)) - 1, 8 - self._count)
-        return bytes(self.out)
-
-
-def _encode_dc(writer: _BitWriter, diff: int) -> None:
-    """Write one DC difference (category code plus magnitude bits) and the block's end-of-block."""
-    category = abs(diff).bit_length()
-    code, length = _DC_CODES[category]
-    writer.write(code, length)
-    if category:
-        writer.write(diff if diff >= 0 else diff + (1 << category) - 1, category)
-    writer.write(*_EOB)
-
-
-def _to_ycbcr(rgb: Rgb) -> tuple[int, int, int]:
-    """JFIF colour conversion, level-shifted by -128 and clamped to the 8-bit range."""
-    r, g, b = rgb
-    y = 0.299 * r + 0.587 * g + 0.114 * b
-    cb = 128 - 0.168736 * r - 0.331264 * g + 0.5 * b
-    cr = 128 + 0.5 * r - 0.418688 * g - 0.081312 * b
-    return _shift(y), _shift(cb), _shift(cr)
-
-
-def _shift(value: float) -> int:
-    """Round, level-shift by -128 and clamp to a signed 8-bit sample."""
-    return min(127, max(-128, round(value) - 128))
-
-
-def _marker(code: int, payload: bytes) -> bytes:
-    """A marker segment: 0xFF, code, 16-bit length (which counts itself), payload."""
-    return bytes((0xFF, code)) + struct.pack(">H", len(payload) + 2) + payload
-
-
-def _dht(table_class: int, table_id: int, bits: tuple[int, ...], values: tuple[int, ...]) -> bytes:
-    """Payload of one Huffman table definition."""
-    return bytes(((table_class << 4) | table_id, *bits, *values))
-
-
-def _jpeg_headers(width: int, height: int) -> bytes:
-    """SOI through SOS for a 3-component, 1x1-sampled baseline JPEG."""
-    jfif = b"JFIF\x00" + bytes((1, 1, 0)) + struct.pack(">HH", 1, 1) + bytes((0, 0))
-    dqt = bytes((0,)) + bytes((_QUANT,)) * 64
-    sof = bytes((8,)) + struct.pack(">HH", height, width) + bytes((3, 1, 0x11, 0, 2, 0x11, 0, 3, 0x11, 0))
-    dht = _dht(0, 0, _DC_BITS, _DC_VALUES) + _dht(1, 0, _AC_BITS, _AC_VALUES)
-    sos = bytes((3, 1, 0x00, 2, 0x00, 3, 0x00, 0, 63, 0))
-    return (
-        b"\xff\xd8"
-        + _marker(0xE0, jfif)
-        + _marker(0xDB, dqt)
-        + _marker(0xC0, sof)
-        + _marker(0xC4, dht)
-        + _marker(0xDA, sos)
-    )
-
-
-def render_jpeg(width: int, height: int, seed: str) -> bytes:
-    """A baseline JPEG of flat 8x8 blocks following a diagonal gradient whose colours come from the seed."""
-    if width <= 0 or height <= 0 or width > 65535 or height > 65535:
-        raise ValueError("width and height must be between 1 and 65535")
-    cols, rows = -(-width // 8), -(-height // 8)
-    strip = [_to_ycbcr(rgb) for rgb in _gradient_strip(cols + rows - 1, seed)]
-    writer = _BitWriter()
-    previous = [0, 0, 0]
-    for row in range(rows):
-        for col in range(cols):
-            for component, value in enumerate(strip[row + col]):
-                _encode_dc(writer, value - previous[component])
-                previous[component] = value
-    return _jpeg_headers(width, height) + writer.flush() + b"\xff\xd9"
-
-
 @lru_cache(maxsize=64)
-def render_image(output_format: str, width: int, height: int, seed: str) -> bytes:
-    """PNG or JPEG bytes by format name (``png``, ``jpeg``/``jpg``), cached: downloads repeat."""
-    if output_format == "png":
-        return render_png(width, height, seed)
-    if output_format in ("jpeg", "jpg"):
-        return render_jpeg(width, height, seed)
-    raise ValueError(f"unsupported output format: {output_format}")
+def _font(size: int) -> Font:
+    """Pillow's bundled font at a size; without FreeType Pillow falls back to a fixed bitmap font."""
+    return ImageFont.load_default(size=size)
+
+
+def _font_size(font: Font) -> int:
+    """Nominal size of a font (the bitmap fallback has none; its glyphs are about 11 px)."""
+    return int(getattr(font, "size", 11))
+
+
+def _printable(text: str) -> str:
+    """``text`` in characters the font can draw, so no glyph shows as an empty box.
+
+    The bundled font covers ASCII and a little punctuation: accented letters lose their accents
+    (``café`` -> ``cafe``), anything else becomes ``?``. The bitmap fallback only encodes Latin-1.
+    """
+    if not isinstance(_font(16), ImageFont.FreeTypeFont):
+        return text.replace(ELLIPSIS, "...").encode("latin-1", "replace").decode("latin-1")
+    return "".join(_printable_char(char) for char in text)
+
+
+@lru_cache(maxsize=4096)
+def _printable_char(char: str) -> str:
+    """One character, its base letters, a plain dash or space, or ``?`` when the font cannot draw it."""
+    if _has_glyph(char):
+        return char
+    base = "".join(c for c in unicodedata.normalize("NFKD", char) if not unicodedata.combining(c))
+    if base and all(_has_glyph(c) for c in base):
+        return base
+    category = unicodedata.category(char)
+    return "-" if category == "Pd" else " " if category == "Zs" else "?"
+
+
+@lru_cache(maxsize=4096)
+def _has_glyph(char: str) -> bool:
+    """Whether the font draws ``char`` as itself rather than its missing-glyph box (Pillow cannot ask)."""
+    return char == " " or _glyph_pixels(char) != _glyph_pixels("\ue000")  # private use: never in the font
+
+
+def _glyph_pixels(char: str) -> bytes:
+    canvas = Image.new("L", (32, 32))
+    ImageDraw.Draw(canvas).text((4, 4), char, 255, _font(16))
+    return canvas.tobytes()
+
+
+def _line_height(font: Font) -> int:
+    """Height of a line including accents and descenders."""
+    return int(font.getbbox("Agjy|")[3])
+
+
+def _fit_font(text: str, width: int, *, start: int, smallest: int) -> Font:
+    """The largest font, from ``start`` down to ``smallest``, at which ``text`` fits on one line."""
+    for size in range(max(start, smallest), smallest - 1, -1):
+        font = _font(size)
+        if font.getlength(text) <= width:
+            return font
+    return _font(smallest)
+
+
+def _layout_prompt(prompt: str, width: int, height: int, sizes: range) -> tuple[list[str], Font, int]:
+    """Lines, font and line step for the prompt: the largest size at which it all fits.
+
+    Otherwise the smallest size, shortened to at most ``MAX_PROMPT_LINES`` lines: as many of the
+    first words as stay readable.
+    """
+    layout: tuple[list[str], Font, int] = ([], _font(10), 10)
+    for size in sizes:
+        font = _font(size)
+        gap = max(1, size // 5)
+        step = _line_height(font) + gap
+        lines, shortened = _wrap(prompt, font, width, max_lines=min(MAX_PROMPT_LINES, (height + gap) // step))
+        layout = (lines, font, step)
+        if not shortened:
+            break
+    return layout
+
+
+def _wrap(text: str, font: Font, width: int, max_lines: int) -> tuple[list[str], bool]:
+    """Word-wrap ``text`` to ``width`` pixels, and whether it was shortened to ``max_lines``.
+
+    Words wider than a line are broken between characters, so long ids and URLs still show; a
+    shortened text ends in an ellipsis.
+    """
+    if not text:
+        return [], False
+    if max_lines <= 0:
+        return [], True
+    lines: list[str] = []
+    current = ""
+    for word in text.split(" "):
+        candidate = f"{current} {word}" if current else word
+        if font.getlength(candidate) <= width:
+            current = candidate
+            continue
+        if current:
+            lines.append(current)
+        while font.getlength(word) > width and len(lines) <= max_lines:
+            cut = _longest_prefix(word, font, width)
+            lines.append(word[:cut])
+            word = word[cut:]
+        current = word
+        if len(lines) > max_lines:
+            break
+    if current:
+        lines.append(current)
+    if len(lines) <= max_lines:
+        return lines, False
+    kept = lines[:max_lines]
+    kept[-1] = _with_ellipsis(kept[-1], font, width)
+    return kept, True
+
+
+def _longest_prefix(word: str, font: Font, width: int) -> int:
+    """Length of the longest prefix of ``word`` that fits in ``width`` (at least one character)."""
+    low, high = 1, len(word)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if font.getlength(word[:middle]) <= width:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def _with_ellipsis(line: str, font: Font, width: int) -> str:
+    """``line`` plus an ellipsis, dropping trailing words (or characters) until it fits."""
+    ellipsis = _printable(ELLIPSIS)
+    while line:
+        candidate = line.rstrip() + ellipsis
+        if font.getlength(candidate) <= width:
+            return candidate
+        head, space, _ = line.rstrip().rpartition(" ")
+        line = head if space and head else line.rstrip()[:-1]
+    return ellipsis

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
-import struct
 import time
-import zlib
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+from PIL import Image, ImageFont
 
 from airflow_provider_nanobanana.emulator import Emulator, EmulatorServer, EmulatorSettings, cli, create_app
-from airflow_provider_nanobanana.emulator.images import _BitWriter, image_size, render_jpeg, render_png
+from airflow_provider_nanobanana.emulator.images import _printable, _wrap, image_size, render_image
+from airflow_provider_nanobanana.emulator.validation import ASPECT_RATIOS
 from tests.support import LocalReceiver
 
 if TYPE_CHECKING:
@@ -97,34 +98,32 @@ def result_url(data: dict[str, Any]) -> str:
     return url
 
 
-def png_size(data: bytes) -> tuple[int, int]:
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    assert data[12:16] == b"IHDR"
-    width, height = struct.unpack(">II", data[16:24])
-    return width, height
+def decode(data: bytes, image_format: str) -> Image.Image:
+    """Decode with Pillow, checking the format really is the one asked for."""
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    assert image.format == image_format and image.mode == "RGB"
+    return image
 
 
-def png_pixels(data: bytes) -> bytes:
-    """The decompressed IDAT stream (one IDAT chunk, as the emulator writes)."""
-    length = struct.unpack(">I", data[33:37])[0]
-    assert data[37:41] == b"IDAT"
-    return zlib.decompress(data[41 : 41 + length])
+INK_LEVEL = 200
+"""Text is white; the panel behind it darkens the background to at most 128, so only text is brighter."""
+
+PROMPT_AREA = (0.1, 0.1, 0.9, 0.6)
+FOOTER_AREA = (0.1, 0.7, 0.9, 1.0)
+"""Where the prompt and the footer (ratio, task id) sit, as fractions of the sides (footer: square images)."""
 
 
-def jpeg_size(data: bytes) -> tuple[int, int]:
-    """Walk the marker segments to SOF0 (baseline) and read its dimensions."""
-    assert data[:2] == b"\xff\xd8" and data[-2:] == b"\xff\xd9"
-    index = 2
-    while index < len(data):
-        assert data[index] == 0xFF
-        marker = data[index + 1]
-        (length,) = struct.unpack(">H", data[index + 2 : index + 4])
-        if marker == 0xC0:
-            height, width = struct.unpack(">HH", data[index + 5 : index + 9])
-            return width, height
-        assert marker not in (0xC1, 0xC2, 0xDA), "not baseline, or SOF missing before the scan"
-        index += 2 + length
-    raise AssertionError("no SOF0 segment")
+def ink(image: Image.Image, area: tuple[float, float, float, float]) -> bytes:
+    """A mask of the text pixels in an area: 255 where a pixel is near white, else 0."""
+    width, height = image.size
+    box = (round(area[0] * width), round(area[1] * height), round(area[2] * width), round(area[3] * height))
+    mask = image.crop(box).convert("L").point(lambda level: 255 if level >= INK_LEVEL else 0)
+    return mask.tobytes()
+
+
+def ink_count(image: Image.Image, area: tuple[float, float, float, float]) -> int:
+    return ink(image, area).count(255)
 
 
 # --- authentication -------------------------------------------------------------------------------
@@ -280,8 +279,9 @@ def test_png_result_is_a_real_png_sized_by_aspect_ratio(server: EmulatorServer, 
     assert url == f"{server.root_url}/files/{task_id}/0.png"
     download = httpx.get(url, trust_env=False)
     assert download.status_code == 200 and download.headers["content-type"] == "image/png"
-    assert png_size(download.content) == (512, 288)
-    assert len(png_pixels(download.content)) == 288 * (1 + 3 * 512)
+    image = decode(download.content, "PNG")
+    assert image.size == (512, 288)
+    assert ink_count(image, PROMPT_AREA) > 200, "the prompt is not drawn"
 
 
 def test_jpeg_result_is_a_real_baseline_jpeg(server: EmulatorServer, api: httpx.Client) -> None:
@@ -290,7 +290,9 @@ def test_jpeg_result_is_a_real_baseline_jpeg(server: EmulatorServer, api: httpx.
     assert url.endswith(f"/files/{task_id}/0.jpeg")
     download = httpx.get(url, trust_env=False)
     assert download.status_code == 200 and download.headers["content-type"] == "image/jpeg"
-    assert jpeg_size(download.content) == (288, 512)
+    image = decode(download.content, "JPEG")
+    assert image.size == (288, 512) and "progressive" not in image.info
+    assert ink_count(image, PROMPT_AREA) > 200, "the prompt is not drawn"
     alias = httpx.get(url.replace("0.jpeg", "0.jpg"), trust_env=False)
     assert alias.content == download.content
 
@@ -298,7 +300,7 @@ def test_jpeg_result_is_a_real_baseline_jpeg(server: EmulatorServer, api: httpx.
 def test_auto_aspect_ratio_is_square_and_default_format_is_png(api: httpx.Client) -> None:
     task_id = submit(api, t2i(aspect_ratio="auto"))
     url = result_url(wait_terminal(api, task_id))
-    assert png_size(httpx.get(url, trust_env=False).content) == (512, 512)
+    assert decode(httpx.get(url, trust_env=False).content, "PNG").size == (512, 512)
 
 
 def test_files_are_404_when_unknown_or_not_ready(
@@ -563,18 +565,66 @@ def test_image_size(ratio: str, size: tuple[int, int]) -> None:
     assert image_size(ratio) == size
 
 
-@pytest.mark.parametrize(("width", "height"), [(1, 1), (7, 9), (17, 8), (100, 3)])
-def test_renderers_handle_odd_sizes(width: int, height: int) -> None:
-    assert png_size(render_png(width, height, "s")) == (width, height)
-    assert jpeg_size(render_jpeg(width, height, "s")) == (width, height)
+FORMATS = [("png", "PNG"), ("jpeg", "JPEG"), ("jpg", "JPEG")]
+"""Output format names the emulator accepts, and what Pillow calls the decoded file."""
 
 
-def test_jpeg_bit_writer_stuffs_ff_bytes() -> None:
-    writer = _BitWriter()
-    writer.write(0b1111, 4)
-    writer.write(0xFF, 8)
-    writer.write(0b1, 1)
-    assert writer.flush() == b"\xff\x00\xff\x00"
+@pytest.mark.parametrize("ratio", ASPECT_RATIOS)
+@pytest.mark.parametrize(("output_format", "image_format"), FORMATS)
+def test_every_aspect_ratio_renders_at_its_size(ratio: str, output_format: str, image_format: str) -> None:
+    data = render_image(output_format, prompt="a watercolor fox", aspect_ratio=ratio, task_id="task_1")
+    assert decode(data, image_format).size == image_size(ratio)
+
+
+@pytest.mark.parametrize(("output_format", "image_format"), FORMATS[:2])
+def test_the_prompt_is_drawn_as_text(output_format: str, image_format: str) -> None:
+    def prompt_ink(prompt: str) -> int:
+        data = render_image(output_format, prompt=prompt, aspect_ratio="1:1", task_id="task_1")
+        return ink_count(decode(data, image_format), PROMPT_AREA)
+
+    without, short, longer = prompt_ink(""), prompt_ink("fox"), prompt_ink("a watercolor fox in the snow")
+    assert without == 0, "the background alone is never near white behind the panel"
+    assert 100 < short < longer
+
+
+def test_the_footer_shows_the_ratio_and_the_task_id() -> None:
+    def footer(task_id: str, ratio: str = "1:1") -> bytes:
+        data = render_image("png", prompt="a watercolor fox", aspect_ratio=ratio, task_id=task_id)
+        return ink(decode(data, "PNG"), FOOTER_AREA)
+
+    first = footer("task_0123456789abcdef01234567")
+    assert first.count(255) > footer("").count(255) > 100
+    assert first != footer("task_fedcba9876543210fedcba98"), "another id, other glyphs"
+    assert first != footer("task_0123456789abcdef01234567", "4:3"), "another ratio, other glyphs"
+    assert first == footer("task_0123456789abcdef01234567")
+
+
+def test_a_long_prompt_is_shortened_and_still_renders() -> None:
+    data = render_image("png", prompt="a watercolor fox " * 300, aspect_ratio="21:9", task_id="task_1")
+    image = decode(data, "PNG")
+    assert image.size == (512, 219)
+    assert ink_count(image, (0.1, 0.1, 0.9, 0.5)) > 200
+
+
+def test_wrap_fits_the_width_and_ends_a_shortened_text_with_an_ellipsis() -> None:
+    font = ImageFont.load_default(size=20)
+    assert _wrap("a watercolor fox", font, 400, max_lines=3) == (["a watercolor fox"], False)
+    lines, shortened = _wrap("a watercolor fox " * 50, font, 200, max_lines=3)
+    assert shortened and len(lines) == 3 and lines[-1].endswith("\u2026")
+    assert all(font.getlength(line) <= 200 for line in lines)
+    url = "https://example.com/" + "x" * 80
+    lines, shortened = _wrap(url, font, 200, max_lines=10)
+    assert not shortened and len(lines) > 1 and "".join(lines) == url
+    assert all(font.getlength(line) <= 200 for line in lines)
+
+
+def test_characters_the_font_cannot_draw_are_replaced() -> None:
+    assert _printable("caf\u00e9 \u2014 \u6771 \u201cok\u201d") == "cafe - ? \u201cok\u201d"
+
+
+def test_unknown_output_format_is_refused() -> None:
+    with pytest.raises(ValueError, match="webp"):
+        render_image("webp", prompt="x", aspect_ratio="1:1", task_id="task_1")
 
 
 def test_create_app_serves_the_given_emulator() -> None:
