@@ -53,6 +53,7 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["airflow_provider_nanobanana.triggers.nanobanana"],
             }
         ],
+        "extra-links": ["airflow_provider_nanobanana.links.GeneratedImageLink"],
         "connection-types": [
             {
                 "hook-class-name": "airflow_provider_nanobanana.hooks.apixo.ApixoHook",

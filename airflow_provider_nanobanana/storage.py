@@ -25,7 +25,7 @@ from airflow.sdk import ObjectStoragePath
 from airflow_provider_nanobanana.exceptions import ApixoInputError, ApixoStorageError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Iterator
 
     from airflow.sdk import Context
 
@@ -235,11 +235,3 @@ def _retryable(error: BaseException) -> bool:
 def _discard(partial: ObjectStoragePath) -> None:
     with contextlib.suppress(OSError):  # the store is unreachable: the original error says more
         partial.unlink(missing_ok=True)
-
-
-def result_link(stored_uris: Sequence[str], result_urls: Sequence[str]) -> str | None:
-    """The URL a person can open: a stored image where the web reaches it, else the result URL."""
-    for uri in stored_uris:
-        if uri.startswith(("http://", "https://")):
-            return uri
-    return result_urls[0] if result_urls else None

@@ -1,17 +1,16 @@
-"""Text to image: generate a picture with Nano Banana and save it locally before its URL expires.
+"""Text to image: generate a picture with Nano Banana and store it before its URL expires.
 
-`make demo` runs this DAG with `airflow dags test`. Images are written to ``$NANOBANANA_OUTPUT_DIR``
-(default ``./output``).
+`make demo` runs this DAG with `airflow dags test`. ``output_path`` downloads the image on the worker
+right after success into ``$NANOBANANA_OUTPUT_DIR`` (default ``./output``); any
+``ObjectStoragePath`` works there too, such as ``s3://aws_default@bucket/covers/``.
 """
 
 from __future__ import annotations
 
 import os
 from datetime import datetime
-from pathlib import Path
 
-import httpx
-from airflow.sdk import DAG, Param, task
+from airflow.sdk import DAG, Param
 
 from airflow_provider_nanobanana.operators.nanobanana import NanoBananaGenerateOperator
 
@@ -24,29 +23,11 @@ with DAG(
     tags=["example", "apixo"],
     doc_md=__doc__,
 ):
-    generate = NanoBananaGenerateOperator(
+    NanoBananaGenerateOperator(
         task_id="generate",
         prompt="{{ params.prompt }}",
         aspect_ratio="16:9",
         output_format="png",
+        output_path=os.environ.get("NANOBANANA_OUTPUT_DIR", "output"),
         retries=2,  # safe: a retry waits for the task already paid for, never submits it twice
     )
-
-    @task
-    def save_images(result: dict, run_id: str | None = None) -> list[str]:
-        """Download each result URL into the output folder; return the files' paths."""
-        folder = Path(os.environ.get("NANOBANANA_OUTPUT_DIR", "output")).resolve()
-        folder.mkdir(parents=True, exist_ok=True)
-        paths = []
-        with httpx.Client(timeout=60, follow_redirects=True) as client:
-            for index, url in enumerate(result["result_urls"]):
-                response = client.get(url)
-                response.raise_for_status()
-                suffix = Path(httpx.URL(url).path).suffix or ".png"
-                path = folder / f"{result['apixo_task_id']}-{index}{suffix}"
-                path.write_bytes(response.content)
-                print(f"Saved {path}")
-                paths.append(str(path))
-        return paths
-
-    save_images(generate.output)

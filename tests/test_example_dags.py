@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import httpx
 import pytest
 from airflow.dag_processing.dagbag import DagBag
+from airflow.models.asset import AssetEvent, AssetModel
+from airflow.models.dagrun import DagRun
+from airflow.models.taskinstance import TaskInstance
+from airflow.utils.session import create_session
+from sqlalchemy import select
 
+from airflow_provider_nanobanana.hooks.apixo import ApixoHook
 from tests.conftest import ROOT
 from tests.support import LocalReceiver, run
 
@@ -20,6 +28,39 @@ if TYPE_CHECKING:
 
 pytestmark = [pytest.mark.dag, pytest.mark.usefixtures("airflow_db")]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def output_dir() -> Path:
+    return Path(os.environ["NANOBANANA_OUTPUT_DIR"]).resolve()
+
+
+def local(uri: str) -> str:
+    assert uri.startswith("file://"), uri
+    return uri.removeprefix("file://")
+
+
+def download(url: str) -> bytes:
+    return httpx.get(url, trust_env=False).raise_for_status().content
+
+
+def result_url(apixo_task_id: str) -> str:
+    hook = ApixoHook()
+    try:
+        return hook.get_task_status("nano-banana", apixo_task_id).result_urls[0]
+    finally:
+        hook.close()
+
+
+def mapped_task_instances(dag_id: str, task_id: str) -> list[TaskInstance]:
+    """The task's mapped instances in the DAG's latest run, by map index."""
+    with create_session() as session:
+        run_id = session.scalars(
+            select(DagRun.run_id).where(DagRun.dag_id == dag_id).order_by(DagRun.id.desc()).limit(1)
+        ).one()
+        query = select(TaskInstance).where(
+            TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id, TaskInstance.task_id == task_id
+        )
+        return list(session.scalars(query.order_by(TaskInstance.map_index)).all())
 
 
 @pytest.fixture(scope="module")
@@ -34,17 +75,22 @@ def test_every_example_parses(dagbag: DagBag) -> None:
         "example_nanobanana_image_to_image",
         "example_nanobanana_sensor",
         "example_nanobanana_publish",
+        "example_nanobanana_batch",
+        "example_nanobanana_asset_consumer",
     }
 
 
-def test_text_to_image_saves_the_images(dagbag: DagBag, emulator_admin: EmulatorAdmin) -> None:
+def test_text_to_image_stores_the_images(dagbag: DagBag, emulator_admin: EmulatorAdmin) -> None:
     state, xcoms = run(dagbag.dags["example_nanobanana_text_to_image"])
 
     assert state == "success"
-    (path,) = xcoms[("save_images", "return_value")]
-    assert Path(path).parent == Path(os.environ["NANOBANANA_OUTPUT_DIR"]).resolve()
-    assert Path(path).read_bytes().startswith(PNG_SIGNATURE)
+    (uri,) = xcoms[("generate", "return_value")]["stored_paths"]
+    assert Path(local(uri)).parent == output_dir()
+    assert Path(local(uri)).read_bytes().startswith(PNG_SIGNATURE)
     assert emulator_admin.tasks()[0]["input"]["aspect_ratio"] == "16:9"
+    # The task page's "Generated image" link: a local file is not web-reachable, so APIXO's URL.
+    result_urls = xcoms[("generate", "return_value")]["result_urls"]
+    assert xcoms[("generate", "_link_GeneratedImageLink")] == result_urls[0]
 
 
 def test_image_to_image_edits_the_first_result(dagbag: DagBag, emulator_admin: EmulatorAdmin) -> None:
@@ -73,13 +119,62 @@ def cms(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, Any]]]:
         yield receiver.received
 
 
-def test_publish_posts_the_result_with_http_operator(
-    dagbag: DagBag, emulator_admin: EmulatorAdmin, cms: list[tuple[str, Any]]
+def test_batch_skips_the_rejected_prompt_and_stores_the_rest(
+    dagbag: DagBag, emulator_admin: EmulatorAdmin
 ) -> None:
-    state, xcoms = run(dagbag.dags["example_nanobanana_publish"])
+    prompts = ["a red kite over dunes", "a blue kite [emulator:fail=CONTENT_VIOLATION]", "a green kite"]
+
+    state, xcoms = run(dagbag.dags["example_nanobanana_batch"], prompts=prompts)
 
     assert state == "success"
-    ((path, body),) = cms
+    generated = mapped_task_instances("example_nanobanana_batch", "generate")
+    assert [(ti.state, ti.rendered_map_index) for ti in generated] == [
+        ("success", "a red kite over dunes"),
+        ("skipped", "a blue kite [emulator:fail=CONTENT_VIOLATION]"),
+        ("success", "a green kite"),
+    ]
+    stored = xcoms[("summarize", "return_value")]
+    assert len(stored) == 2
+    assert all(Path(local(uri)).parent == output_dir() / "batch" for uri in stored)
+    assert all(Path(local(uri)).read_bytes().startswith(PNG_SIGNATURE) for uri in stored)
+    assert emulator_admin.submissions() == 3
+
+
+def test_content_pipeline_stores_covers_and_posts_their_manifest(
+    dagbag: DagBag, emulator_admin: EmulatorAdmin, cms: list[tuple[str, Any]]
+) -> None:
+    plan = json.loads((ROOT / "example_dags" / "content_prompts.json").read_text())["prompts"]
+
+    state, _ = run(dagbag.dags["example_nanobanana_publish"])
+
+    assert state == "success"
+    ((path, manifest),) = cms
     assert path == "/covers"
-    assert body["image"] == xcoms[("generate_cover", "return_value")]
-    assert body["date"] in emulator_admin.tasks()[0]["input"]["prompt"]
+    assert [cover["prompt"] for cover in manifest["covers"]] == [
+        p.format(date=manifest["date"]) for p in plan
+    ]
+    served = {task["id"]: task for task in emulator_admin.tasks()}
+    for cover in manifest["covers"]:
+        image = Path(local(cover["stored_path"]))
+        assert image.parent == output_dir() / "covers" / manifest["date"]
+        assert hashlib.sha256(image.read_bytes()).hexdigest() == cover["sha256"]
+        assert image.read_bytes() == download(result_url(cover["apixo_task_id"]))
+        assert served[cover["apixo_task_id"]]["input"]["prompt"] == cover["prompt"]
+
+    # Every stored cover updated the asset, with what it is in the event's extra.
+    with create_session() as session:
+        events = session.scalars(
+            select(AssetEvent)
+            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .where(AssetModel.name == "nanobanana_covers")
+        ).all()
+
+    covers = {cover["apixo_task_id"]: cover for cover in manifest["covers"]}
+    assert len(events) == len(covers) == 3
+    for event in events:
+        cover = covers[event.extra["apixo_task_id"]]
+        assert event.source_dag_id == "example_nanobanana_publish"
+        assert event.extra["stored_paths"] == [cover["stored_path"]]
+        assert event.extra["prompt_sha256"] == hashlib.sha256(cover["prompt"].encode()).hexdigest()
+        assert event.extra["model"] == "nano-banana"
+        assert {"result_urls", "create_time", "complete_time", "cost_time"} <= set(event.extra)

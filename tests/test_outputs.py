@@ -15,6 +15,7 @@ import pytest
 from airflow.sdk.exceptions import AirflowSkipException
 
 from airflow_provider_nanobanana.exceptions import ApixoInputError, ApixoTaskRejectedError, ApixoWaitError
+from airflow_provider_nanobanana.links import XCOM_IMAGE_URL_KEY, image_link
 from airflow_provider_nanobanana.operators.nanobanana import NanoBananaGenerateOperator
 from airflow_provider_nanobanana.reattach import RECORD_KEY
 from airflow_provider_nanobanana.sensors.nanobanana import NanoBananaTaskSensor
@@ -162,3 +163,34 @@ def test_an_empty_output_path_fails_before_any_request(emulator_admin: EmulatorA
     with pytest.raises(ApixoInputError, match="Invalid output_path: must be a non-empty path or URI"):
         operator(output_path="").execute(context())
     assert emulator_admin.requests() == []
+
+
+def test_the_image_link_opens_the_stored_copy_where_a_browser_reaches_it(
+    emulator_admin: EmulatorAdmin, tmp_path: Path
+) -> None:
+    stored = FakeTaskInstance()
+    operator(output_path=str(tmp_path)).execute({"ti": stored, "task_state_store": FakeStore()})
+    only_urls = FakeTaskInstance()
+    result = operator().execute({"ti": only_urls, "task_state_store": FakeStore()})
+
+    # A local file is not reachable from a browser: the link opens APIXO's URL.
+    assert stored.xcom[XCOM_IMAGE_URL_KEY].startswith(emulator_admin.root_url)
+    assert only_urls.xcom[XCOM_IMAGE_URL_KEY] == result["result_urls"][0]
+
+
+@pytest.mark.parametrize(
+    ("stored_paths", "link"),
+    [
+        (["https://cdn.example/covers/a.png"], "https://cdn.example/covers/a.png"),
+        (
+            ["s3://aws_default@media/covers/a b.png"],
+            "https://s3.console.aws.amazon.com/s3/object/media?prefix=covers/a%20b.png",
+        ),
+        (["gs://media/covers/a.png"], "https://storage.cloud.google.com/media/covers/a.png"),
+        (["file:///data/covers/a.png"], "https://apixo.example/result.png"),
+        ([], "https://apixo.example/result.png"),
+    ],
+)
+def test_image_link_prefers_a_stored_copy_a_browser_can_open(stored_paths: list[str], link: str) -> None:
+    assert image_link(stored_paths, ["https://apixo.example/result.png"]) == link
+    assert image_link([], []) is None

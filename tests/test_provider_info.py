@@ -68,7 +68,11 @@ def test_airflow_lists_the_provider_and_its_connection_type() -> None:
     hooks = subprocess.run(
         [airflow, "providers", "hooks", "-o", "json"], capture_output=True, text=True, check=True
     )
+    links = subprocess.run(
+        [airflow, "providers", "links", "-o", "json"], capture_output=True, text=True, check=True
+    )
 
     assert DISTRIBUTION in {provider["package_name"] for provider in json.loads(listed.stdout)}
     apixo = [hook for hook in json.loads(hooks.stdout) if hook["connection_type"] == "apixo"]
     assert apixo and apixo[0]["class"] == "airflow_provider_nanobanana.hooks.apixo.ApixoHook"
+    assert "airflow_provider_nanobanana.links.GeneratedImageLink" in links.stdout

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from contextlib import contextmanager
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator
+from airflow.sdk import Asset, BaseOperator
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException, AirflowTaskTimeout
 
 from airflow_provider_nanobanana.exceptions import (
@@ -19,6 +20,7 @@ from airflow_provider_nanobanana.exceptions import (
     ApixoWaitError,
 )
 from airflow_provider_nanobanana.hooks.apixo import ApixoHook
+from airflow_provider_nanobanana.links import GeneratedImageLink, push_image_link
 from airflow_provider_nanobanana.models import (
     DEFAULT_INITIAL_DELAY,
     DEFAULT_POLL_INTERVAL,
@@ -102,6 +104,10 @@ class NanoBananaGenerateOperator(BaseOperator):
     :param max_image_bytes: a result image larger than this fails the download (default 100 MiB).
     :param on_content_violation: ``fail`` (default), or ``skip``: a task the API rejects for its
         content, prompt or image ends *skipped*, so the rest of a mapped batch goes on.
+
+    Each success also sets the "Generated image" link on the task's page, and the ``extra`` of the
+    events of its ``Asset`` outlets: ``apixo_task_id``, ``model``, ``prompt_sha256``,
+    ``stored_paths`` (when stored), ``result_urls`` and APIXO's times.
     """
 
     model = NANO_BANANA
@@ -118,6 +124,7 @@ class NanoBananaGenerateOperator(BaseOperator):
         "output_path",
     )
     ui_color = "#ffe135"
+    operator_extra_links = (GeneratedImageLink(),)
 
     def __init__(
         self,
@@ -265,7 +272,25 @@ class NanoBananaGenerateOperator(BaseOperator):
         result = outcome.result()
         if self.output_path is not None:
             result = store_results(result, self.output_path, context, self.max_image_bytes, self.log)
+        self._announce(result, context)
         return result
+
+    def _announce(self, result: dict[str, Any], context: Context) -> None:
+        """Tell the UI (the image link) and downstream DAGs (asset event extra) what was made."""
+        push_image_link(context, result)
+        extra: dict[str, Any] = {
+            "apixo_task_id": result["apixo_task_id"],
+            "model": self.model,
+            "prompt_sha256": hashlib.sha256(str(self.prompt).encode()).hexdigest(),
+            "stored_paths": result.get("stored_paths", []),
+            "result_urls": result["result_urls"],
+            "create_time": result["create_time"],
+            "complete_time": result["complete_time"],
+            "cost_time": result["cost_time"],
+        }
+        for outlet in self.outlets:
+            if isinstance(outlet, Asset):
+                context["outlet_events"][outlet].extra.update(extra)
 
     @contextmanager
     def _content_violation_policy(self) -> Iterator[None]:

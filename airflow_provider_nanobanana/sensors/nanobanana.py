@@ -14,6 +14,7 @@ from airflow.sdk.exceptions import AirflowSensorTimeout
 
 from airflow_provider_nanobanana.exceptions import ApixoError, ApixoInputError, ApixoWaitTimeoutError
 from airflow_provider_nanobanana.hooks.apixo import ApixoHook
+from airflow_provider_nanobanana.links import GeneratedImageLink, push_image_link
 from airflow_provider_nanobanana.models import DEFAULT_POLL_INTERVAL, NANO_BANANA, check_model_id
 from airflow_provider_nanobanana.polling import (
     DEFAULT_MAX_CONSECUTIVE_ERRORS,
@@ -65,6 +66,7 @@ class NanoBananaTaskSensor(BaseSensorOperator):
 
     template_fields: Sequence[str] = ("apixo_task_id", "model", "apixo_conn_id", "output_path")
     ui_color = "#ffe135"
+    operator_extra_links = (GeneratedImageLink(),)
 
     def __init__(
         self,
@@ -145,7 +147,7 @@ class NanoBananaTaskSensor(BaseSensorOperator):
             carried.write(poller.consecutive_errors if outcome is None else 0)
         if outcome is None:
             return False
-        return PokeReturnValue(is_done=True, xcom_value=self._stored(outcome.result(), context))
+        return PokeReturnValue(is_done=True, xcom_value=self._delivered(outcome.result(), context))
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Resume after the trigger's event; a deadline becomes a sensor timeout (soft_fail applies)."""
@@ -155,12 +157,14 @@ class NanoBananaTaskSensor(BaseSensorOperator):
             result = outcome.result()
         except ApixoWaitTimeoutError as error:
             raise AirflowSensorTimeout(str(error)) from error
-        return self._stored(result, context)
+        return self._delivered(result, context)
 
-    def _stored(self, result: dict[str, Any], context: Context) -> dict[str, Any]:
-        if self.output_path is None:
-            return result
-        return store_results(result, self.output_path, context, self.max_image_bytes, self.log)
+    def _delivered(self, result: dict[str, Any], context: Context) -> dict[str, Any]:
+        """The result, its images stored when ``output_path`` is set, and the image link set."""
+        if self.output_path is not None:
+            result = store_results(result, self.output_path, context, self.max_image_bytes, self.log)
+        push_image_link(context, result)
+        return result
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,7 @@ def standalone(e2e_home: Path, emulator_process: EmulatorAdmin, cms: LocalReceiv
     airflow.home.mkdir()
     airflow.start()
     try:
+        airflow.create_pool("apixo", 1000, include_deferred=True)  # the batch example's, as documented
         yield airflow
     finally:
         airflow.stop()

@@ -159,6 +159,15 @@ class Standalone:
         lines = self.log.read_text(errors="replace").splitlines()
         return "\n".join(line for line in lines if all(word in line for word in words))
 
+    def task_log(self, dag_id: str, run_id: str, task_id: str, lines: int = 60) -> str:
+        """The end of every try's log of a task (mapped ones included), for failure messages."""
+        folder = self.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
+        tails = []
+        for log in sorted(folder.rglob("*.log")):
+            text = "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+            tails.append(f"--- {log.relative_to(folder)}\n{text}")
+        return "\n".join(tails) or f"(no log under {folder})"
+
     # --- processes ------------------------------------------------------------------------------
 
     def processes(self, title: str = "") -> list[psutil.Process]:
@@ -234,9 +243,16 @@ class Standalone:
 
         wait_until(f"DAGs {dag_ids} to be parsed", parsed, timeout)
 
+    def unpause(self, dag_id: str) -> None:
+        self._json("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+
+    def create_pool(self, name: str, slots: int, *, include_deferred: bool) -> None:
+        body = {"name": name, "slots": slots, "include_deferred": include_deferred}
+        self._json("POST", "/pools", json=body)
+
     def trigger(self, dag_id: str, **conf: Any) -> str:
         """Unpause the DAG and start a run dated now, as the UI's trigger button does; its run id."""
-        self._json("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+        self.unpause(dag_id)
         now = datetime.now(UTC).isoformat()
         run = self._json("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": now, "conf": conf})
         return str(run["dag_run_id"])
@@ -278,6 +294,11 @@ class Standalone:
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
         path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}"
         return self._json("GET", path, params={"deserialize": True})["value"]
+
+    def extra_links(self, dag_id: str, run_id: str, task_id: str) -> dict[str, str | None]:
+        """The links the UI shows on the task instance's page, by name."""
+        answer = self._json("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/links")
+        return dict(answer["extra_links"])
 
     def clear(self, dag_id: str, run_id: str, task_id: str) -> None:
         """Clear one task instance as a user would in the UI (its run starts again)."""

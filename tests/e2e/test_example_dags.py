@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING
 
 import pytest
@@ -19,13 +20,16 @@ EXAMPLES = (
     "example_nanobanana_image_to_image",
     "example_nanobanana_sensor",
     "example_nanobanana_publish",
+    "example_nanobanana_batch",
 )
+CONSUMER = "example_nanobanana_asset_consumer"
 
 
 def test_every_example_dag_succeeds(
     standalone: Standalone, emulator_admin: EmulatorAdmin, cms: LocalReceiver
 ) -> None:
-    standalone.wait_for_dags(*EXAMPLES)
+    standalone.wait_for_dags(*EXAMPLES, CONSUMER)
+    standalone.unpause(CONSUMER)  # scheduled on the covers the publish example stores
     for dag_id in EXAMPLES:  # all at once, as a scheduler would run them
         standalone.trigger(dag_id)
 
@@ -59,4 +63,38 @@ def test_every_example_dag_succeeds(
     publish_runs = len(states["example_nanobanana_publish"])
     assert len(cms.received) == publish_runs
     # One APIXO task per generating task and run, however many tries the runs took.
-    assert emulator_admin.submissions() == 1 + 2 + 1 + publish_runs
+    assert emulator_admin.submissions() == 1 + 2 + 1 + 3 * publish_runs + 3
+    covers = {cover["stored_path"] for _, manifest in cms.received for cover in manifest["covers"]}
+    assert len(covers) == 3 * publish_runs
+    assert_the_consumer_saw(standalone, covers)
+    assert_the_image_link_is_set(standalone)
+
+
+def assert_the_consumer_saw(standalone: Standalone, covers: set[str]) -> None:
+    """The asset-scheduled DAG ran on the covers' events and read their stored URIs from ``extra``.
+
+    The scheduler folds events that arrive close together into fewer runs, so not every cover
+    need start a run of its own: every cover a run reports must be one that was stored.
+    """
+    seen: set[str] = set()
+
+    def saw_covers() -> bool:
+        for run in standalone.runs(CONSUMER):
+            if run["state"] == "success":
+                seen.update(standalone.xcom(CONSUMER, run["dag_run_id"], "new_covers"))
+        return bool(seen)
+
+    with contextlib.suppress(TimeoutError):
+        wait_until("the asset consumer to run", saw_covers, timeout=60, interval=2)
+    runs = standalone.runs(CONSUMER)
+    logs = "\n".join(standalone.task_log(CONSUMER, run["dag_run_id"], "new_covers") for run in runs)
+    assert seen and seen <= covers, f"consumer runs: {runs}\n{logs}"
+
+
+def assert_the_image_link_is_set(standalone: Standalone) -> None:
+    """The task page's "Generated image" link, as the UI reads it, opens the image."""
+    dag_id = "example_nanobanana_text_to_image"
+    (run,) = standalone.runs(dag_id)
+    result = standalone.xcom(dag_id, run["dag_run_id"], "generate")
+    links = standalone.extra_links(dag_id, run["dag_run_id"], "generate")
+    assert links == {"Generated image": result["result_urls"][0]}

@@ -1,0 +1,62 @@
+"""The "Generated image" button on a task's page in the Airflow UI.
+
+Airflow 3 computes operator links on the worker when the task ends and keeps them as XCom, so the
+UI never imports this module: the operator or sensor pushes the URL to open
+(:func:`push_image_link`) under :data:`XCOM_IMAGE_URL_KEY`, and the link only reads it back.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from airflow.sdk import BaseOperatorLink, ObjectStoragePath
+from airflow.sdk.execution_time.xcom import XCom
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from airflow.sdk import Context
+    from airflow.sdk.types import TaskInstanceKey
+
+XCOM_IMAGE_URL_KEY = "apixo_image_url"
+
+# Object stores whose objects have a page a signed-in person can open; anything else that is not
+# http(s) (a local file, memory) is not reachable from a browser.
+_BROWSER_URLS = {
+    "s3": "https://s3.console.aws.amazon.com/s3/object/{bucket}?prefix={key}",
+    "gs": "https://storage.cloud.google.com/{bucket}/{key}",
+    "gcs": "https://storage.cloud.google.com/{bucket}/{key}",
+}
+
+
+class GeneratedImageLink(BaseOperatorLink):
+    """Opens the first generated image: where it was stored, if a browser reaches it; else APIXO's URL."""
+
+    name = "Generated image"
+
+    def get_link(self, operator: Any, *, ti_key: TaskInstanceKey) -> str:
+        # "" (not None) hides the button: a None would be shown as the text "None".
+        return XCom.get_value(ti_key=ti_key, key=XCOM_IMAGE_URL_KEY) or ""
+
+
+def push_image_link(context: Context, result: Mapping[str, Any]) -> None:
+    """Keep the URL the link opens; the worker turns it into the link when the task ends."""
+    link = image_link(result.get("stored_paths", []), result["result_urls"])
+    context["ti"].xcom_push(key=XCOM_IMAGE_URL_KEY, value=link)
+
+
+def image_link(stored_paths: Sequence[str], result_urls: Sequence[str]) -> str | None:
+    """The URL a person can open for the first image; result URLs expire, so a stored copy wins."""
+    for uri in stored_paths:
+        if url := _browser_url(uri):
+            return url
+    return result_urls[0] if result_urls else None
+
+
+def _browser_url(uri: str) -> str | None:
+    if uri.startswith(("https://", "http://")):
+        return uri
+    path = ObjectStoragePath(uri)
+    template = _BROWSER_URLS.get(path.protocol)
+    return template.format(bucket=quote(path.bucket), key=quote(path.key)) if template else None
