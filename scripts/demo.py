@@ -1,4 +1,4 @@
-"""`make demo`: run the text-to-image example DAG with `airflow dags test` and list the saved images.
+"""`make demo`: run the text-to-image example DAG with `airflow dags test` and list the images it stored.
 
 Without APIXO_API_KEY (or an AIRFLOW_CONN_APIXO_DEFAULT of your own) it starts the built-in APIXO
 emulator on loopback, so the demo needs no account and no network.
@@ -65,7 +65,7 @@ def main() -> None:
     images = sorted(set(OUTPUT.glob("*")) - before)
     if not images:
         raise SystemExit(f"The DAG ran but saved no image; see {HOME / 'dags-test.log'}")
-    print("Generated images:")
+    print("Stored images (the operator's output_path):")
     for image in images:
         print(f"  {image.relative_to(Path.cwd()) if image.is_relative_to(Path.cwd()) else image}")
 
