@@ -38,18 +38,21 @@ DOWNLOAD_TIMEOUT = httpx.Timeout(60.0, connect=15.0)
 DOWNLOAD_DEADLINE = 600.0
 DOWNLOAD_ATTEMPTS = 3
 CHUNK_BYTES = 64 * 1024
+# What may go better on the next attempt; a bad body, a redirect loop or a refused scheme will not.
+_RETRYABLE = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
 
 # Leading bytes of each image format the API can return, and the extension written for it.
-_SIGNATURES: tuple[tuple[bytes, int, str, str], ...] = (
-    (b"\x89PNG\r\n\x1a\n", 0, "image/png", ".png"),
-    (b"\xff\xd8\xff", 0, "image/jpeg", ".jpg"),
-    (b"WEBP", 8, "image/webp", ".webp"),
-    (b"GIF8", 0, "image/gif", ".gif"),
+_SIGNATURES: tuple[tuple[re.Pattern[bytes], str, str], ...] = (
+    (re.compile(rb"\x89PNG\r\n\x1a\n"), "image/png", ".png"),
+    (re.compile(rb"\xff\xd8\xff"), "image/jpeg", ".jpg"),
+    (re.compile(rb"RIFF....WEBP", re.DOTALL), "image/webp", ".webp"),
+    (re.compile(rb"GIF8[79]a"), "image/gif", ".gif"),
 )
 _SNIFF_BYTES = 12
 # A declared type outside these is refused before the body is read (an error page, JSON, ...).
 _ACCEPTED_DECLARED = ("image/", "application/octet-stream", "binary/octet-stream")
 _UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+_MAX_WHERE_CHARS = 150
 
 
 @dataclass(frozen=True)
@@ -69,8 +72,28 @@ def output_location(output_path: str | ObjectStoragePath) -> ObjectStoragePath:
     if not isinstance(output_path, str) or not output_path.strip():
         raise ApixoInputError("output_path", f"must be a non-empty path or URI; got {output_path!r}")
     if "://" not in output_path:
-        return ObjectStoragePath(Path(output_path).expanduser().resolve().as_uri())
-    return ObjectStoragePath(output_path)
+        # Not Path.as_uri(): ObjectStoragePath keeps percent-escapes literally ("my%20dir").
+        return ObjectStoragePath(f"file://{Path(output_path).expanduser().resolve()}")
+    try:
+        return ObjectStoragePath(output_path)
+    except ValueError as error:
+        raise ApixoInputError("output_path", f"is not a location Airflow can store to ({error})") from None
+
+
+def prepared_location(output_path: str | ObjectStoragePath) -> ObjectStoragePath:
+    """The folder, checked usable before anything is paid for: a known store, a local folder made."""
+    folder = output_location(output_path)
+    try:
+        folder.fs  # noqa: B018 - resolving the filesystem is the check
+    except (ValueError, ImportError) as error:
+        rule = f"no filesystem for {folder.protocol or 'file'}:// ({error}); see the README's extras"
+        raise ApixoInputError("output_path", rule) from None
+    if _is_local(folder):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ApixoInputError("output_path", f"cannot create {folder}: {error}") from None
+    return folder
 
 
 def check_max_image_bytes(max_image_bytes: int) -> int:
@@ -80,13 +103,20 @@ def check_max_image_bytes(max_image_bytes: int) -> int:
 
 
 def stored_name(context: Context, apixo_task_id: str, index: int) -> str:
-    """``<dag>__<run>__<task>[__<map index>]__<APIXO task>_<index>``, safe on every store."""
+    """``<dag>__<run>__<task>[__<map index>]__<APIXO task>_<index>``, safe on every store.
+
+    Airflow ids may be 250 characters each; a long ``<dag>__<run>__<task>`` part is cut and a hash
+    of it appended, so the name stays unique and under common 255-byte limits.
+    """
     ti = context["ti"]
     parts = [ti.dag_id, ti.run_id, ti.task_id]
     if ti.map_index is not None and ti.map_index >= 0:
         parts.append(str(ti.map_index))
-    parts.append(f"{apixo_task_id}_{index}")
-    return "__".join(_UNSAFE_NAME_CHARS.sub("-", part) for part in parts)
+    where = "__".join(_UNSAFE_NAME_CHARS.sub("-", part) for part in parts)
+    if len(where) > _MAX_WHERE_CHARS:
+        digest = hashlib.sha256(where.encode()).hexdigest()[:12]
+        where = f"{where[: _MAX_WHERE_CHARS - 13]}-{digest}"
+    return f"{where}__{_UNSAFE_NAME_CHARS.sub('-', apixo_task_id)}_{index}"
 
 
 def store_results(
@@ -97,10 +127,9 @@ def store_results(
     log: logging.Logger | Any = logger,
 ) -> dict[str, Any]:
     """``result`` with its images stored: adds ``stored_paths``, ``content_types``, ``sizes``, ``sha256``."""
-    folder = output_location(output_path)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = prepared_location(output_path)
     stored: list[StoredImage] = []
-    with ImageDownloader(max_image_bytes) as downloader:
+    with ImageDownloader(max_image_bytes, log=log) as downloader:
         for index, url in enumerate(result["result_urls"]):
             name = stored_name(context, result["apixo_task_id"], index)
             stored.append(downloader.store(url, folder, name))
@@ -123,10 +152,12 @@ class ImageDownloader:
         *,
         attempts: int = DOWNLOAD_ATTEMPTS,
         retry_wait: tenacity.wait.wait_base | None = None,
+        log: logging.Logger | Any = logger,
     ) -> None:
         self.max_image_bytes = max_image_bytes
         self.attempts = attempts
         self.retry_wait = retry_wait or tenacity.wait_exponential(multiplier=1, max=10)
+        self.log = log
         # No auth, no APIXO base URL: this client only ever talks to image hosts.
         self._client = httpx.Client(timeout=DOWNLOAD_TIMEOUT, follow_redirects=True)
 
@@ -143,9 +174,16 @@ class ImageDownloader:
             stop=tenacity.stop_after_attempt(self.attempts),
             wait=self.retry_wait,
             retry=tenacity.retry_if_exception(_retryable),
+            before_sleep=self._log_retry,
             reraise=True,
         )
         return retrying(self._store_once, url, folder, name)
+
+    def _log_retry(self, state: tenacity.RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        self.log.warning(
+            "Download attempt %d of %d failed, retrying: %s", state.attempt_number, self.attempts, error
+        )
 
     def _store_once(self, url: str, folder: ObjectStoragePath, name: str) -> StoredImage:
         partial = folder / f".{name}.part"
@@ -155,10 +193,10 @@ class ImageDownloader:
                 content_type, extension, digest, size = self._write(url, response, partial)
             target = folder / f"{name}{extension}"
             partial.replace(target)
-        except httpx.TransportError as error:
+        except httpx.HTTPError as error:
             _discard(partial)
             problem = f"failed: {type(error).__name__}: {error}"
-            raise ApixoStorageError(url, problem, retryable=True) from error
+            raise ApixoStorageError(url, problem, retryable=isinstance(error, _RETRYABLE)) from error
         except BaseException:
             _discard(partial)
             raise
@@ -178,7 +216,7 @@ class ImageDownloader:
                 if size > self.max_image_bytes:
                     raise ApixoStorageError(url, f"is larger than max_image_bytes ({self.max_image_bytes})")
                 if time.monotonic() > deadline:
-                    raise ApixoStorageError(url, f"took over {DOWNLOAD_DEADLINE:g} s", retryable=True)
+                    raise ApixoStorageError(url, f"took over {DOWNLOAD_DEADLINE:g} s")
                 digest.update(chunk)
                 sink.write(chunk)
         return content_type, extension, digest.hexdigest(), size
@@ -222,10 +260,14 @@ def _prepend(head: bytes, chunks: Iterator[bytes]) -> Iterator[bytes]:
 
 def _sniff(url: str, head: bytes) -> tuple[str, str]:
     """The image type the bytes really are, whatever the host declared."""
-    for signature, offset, content_type, extension in _SIGNATURES:
-        if head[offset : offset + len(signature)] == signature:
+    for signature, content_type, extension in _SIGNATURES:
+        if signature.match(head):
             return content_type, extension
     raise ApixoStorageError(url, f"is not a PNG, JPEG, WebP or GIF image (starts with {head[:8]!r})")
+
+
+def _is_local(folder: ObjectStoragePath) -> bool:
+    return folder.protocol in ("", "file", "local")
 
 
 def _retryable(error: BaseException) -> bool:

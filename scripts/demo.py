@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from contextlib import ExitStack
@@ -59,15 +60,15 @@ def main() -> None:
         print("Preparing the Airflow metadata DB ...")
         airflow("db", "migrate", env=env, log=HOME / "db-migrate.log")
         print(f"Running `airflow dags test {DAG_ID}` ...")
-        before = set(OUTPUT.glob("*")) if OUTPUT.exists() else set()
         airflow("dags", "test", DAG_ID, env=env, log=HOME / "dags-test.log")
 
-    images = sorted(set(OUTPUT.glob("*")) - before)
-    if not images:
-        raise SystemExit(f"The DAG ran but saved no image; see {HOME / 'dags-test.log'}")
-    print("Stored images (the operator's output_path):")
-    for image in images:
-        print(f"  {image.relative_to(Path.cwd()) if image.is_relative_to(Path.cwd()) else image}")
+    # The operator logs each image it stored under its output_path ("Stored <uri> (<n> bytes)").
+    stored = re.findall(r"Stored (file://\S+) \(\d+ bytes\)", (HOME / "dags-test.log").read_text())
+    if not stored:
+        raise SystemExit(f"The DAG ran but stored no image; see {HOME / 'dags-test.log'}")
+    print(f"Stored images (output_path {OUTPUT}):")
+    for uri in dict.fromkeys(stored):
+        print(f"  {uri}")
 
 
 if __name__ == "__main__":

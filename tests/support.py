@@ -6,6 +6,7 @@ import copy
 import json
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import TYPE_CHECKING, Any
@@ -152,6 +153,17 @@ class LocalReceiver:
         self._server.server_close()
 
 
+def ended(admin: EmulatorAdmin, task_id: str) -> str:
+    """Wait until the emulator's task has ended; its final state."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        state = next(task["state"] for task in admin.tasks() if task["id"] == task_id)
+        if state in ("success", "failed"):
+            return str(state)
+        time.sleep(0.1)
+    raise AssertionError(f"emulator task {task_id} did not end")
+
+
 class EmulatorAdmin:
     """The emulator's admin endpoints (``/_emulator/*``) over HTTP.
 
@@ -231,6 +243,11 @@ class EmulatorAdmin:
     def submissions(self) -> int:
         """POSTs that created a task: what was paid for."""
         return int(self._get("/stats")["tasks"])
+
+    def downloads(self) -> tuple[int, int]:
+        """Result downloads served, and how many of them carried an Authorization header or cookie."""
+        stats = self._get("/stats")
+        return int(stats["downloads"]), int(stats["downloads_with_credentials"])
 
     def callbacks(self) -> list[dict[str, Any]]:
         return list(self._get("/callbacks")["callbacks"])

@@ -51,12 +51,16 @@ def result_url(apixo_task_id: str) -> str:
         hook.close()
 
 
+def latest_run_id(dag_id: str) -> str:
+    with create_session() as session:
+        query = select(DagRun.run_id).where(DagRun.dag_id == dag_id).order_by(DagRun.id.desc()).limit(1)
+        return str(session.scalars(query).one())
+
+
 def mapped_task_instances(dag_id: str, task_id: str) -> list[TaskInstance]:
     """The task's mapped instances in the DAG's latest run, by map index."""
+    run_id = latest_run_id(dag_id)
     with create_session() as session:
-        run_id = session.scalars(
-            select(DagRun.run_id).where(DagRun.dag_id == dag_id).order_by(DagRun.id.desc()).limit(1)
-        ).one()
         query = select(TaskInstance).where(
             TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id, TaskInstance.task_id == task_id
         )
@@ -122,7 +126,8 @@ def cms(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, Any]]]:
 def test_batch_skips_the_rejected_prompt_and_stores_the_rest(
     dagbag: DagBag, emulator_admin: EmulatorAdmin
 ) -> None:
-    prompts = ["a red kite over dunes", "a blue kite [emulator:fail=CONTENT_VIOLATION]", "a green kite"]
+    long_prompt = "a green kite above a harbour full of sailing boats, at dusk, in gouache"
+    prompts = ["a red kite over dunes", "a blue kite [emulator:fail=CONTENT_VIOLATION]", long_prompt]
 
     state, xcoms = run(dagbag.dags["example_nanobanana_batch"], prompts=prompts)
 
@@ -131,7 +136,7 @@ def test_batch_skips_the_rejected_prompt_and_stores_the_rest(
     assert [(ti.state, ti.rendered_map_index) for ti in generated] == [
         ("success", "a red kite over dunes"),
         ("skipped", "a blue kite [emulator:fail=CONTENT_VIOLATION]"),
-        ("success", "a green kite"),
+        ("success", "a green kite above a harbour full of..."),
     ]
     stored = xcoms[("summarize", "return_value")]
     assert len(stored) == 2
@@ -144,6 +149,7 @@ def test_content_pipeline_stores_covers_and_posts_their_manifest(
     dagbag: DagBag, emulator_admin: EmulatorAdmin, cms: list[tuple[str, Any]]
 ) -> None:
     plan = json.loads((ROOT / "example_dags" / "content_prompts.json").read_text())["prompts"]
+    emulator_admin.fail_next_tasks("CONTENT_VIOLATION")  # the moderation refuses one prompt
 
     state, _ = run(dagbag.dags["example_nanobanana_publish"])
 
@@ -153,8 +159,11 @@ def test_content_pipeline_stores_covers_and_posts_their_manifest(
     assert [cover["prompt"] for cover in manifest["covers"]] == [
         p.format(date=manifest["date"]) for p in plan
     ]
+    refused = [cover for cover in manifest["covers"] if "skipped" in cover]
+    stored = [cover for cover in manifest["covers"] if "skipped" not in cover]
+    assert len(refused) == 1 and len(stored) == 2
     served = {task["id"]: task for task in emulator_admin.tasks()}
-    for cover in manifest["covers"]:
+    for cover in stored:
         image = Path(local(cover["stored_path"]))
         assert image.parent == output_dir() / "covers" / manifest["date"]
         assert hashlib.sha256(image.read_bytes()).hexdigest() == cover["sha256"]
@@ -166,11 +175,14 @@ def test_content_pipeline_stores_covers_and_posts_their_manifest(
         events = session.scalars(
             select(AssetEvent)
             .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
-            .where(AssetModel.name == "nanobanana_covers")
+            .where(
+                AssetModel.name == "nanobanana_covers",
+                AssetEvent.source_run_id == latest_run_id("example_nanobanana_publish"),
+            )
         ).all()
 
-    covers = {cover["apixo_task_id"]: cover for cover in manifest["covers"]}
-    assert len(events) == len(covers) == 3
+    covers = {cover["apixo_task_id"]: cover for cover in stored}
+    assert len(events) == len(covers) == 2
     for event in events:
         cover = covers[event.extra["apixo_task_id"]]
         assert event.source_dag_id == "example_nanobanana_publish"

@@ -12,14 +12,15 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException, TaskDeferred
 
 from airflow_provider_nanobanana.exceptions import ApixoInputError, ApixoTaskRejectedError, ApixoWaitError
+from airflow_provider_nanobanana.hooks.apixo import ApixoHook
 from airflow_provider_nanobanana.links import XCOM_IMAGE_URL_KEY, image_link
-from airflow_provider_nanobanana.operators.nanobanana import NanoBananaGenerateOperator
+from airflow_provider_nanobanana.operators.nanobanana import XCOM_TASK_ID_KEY, NanoBananaGenerateOperator
 from airflow_provider_nanobanana.reattach import RECORD_KEY
 from airflow_provider_nanobanana.sensors.nanobanana import NanoBananaTaskSensor
-from tests.support import FakeStore, FakeTaskInstance, submit
+from tests.support import FakeStore, FakeTaskInstance, ended, free_port, submit
 
 if TYPE_CHECKING:
     from tests.support import EmulatorAdmin
@@ -35,6 +36,11 @@ def operator(**kwargs: Any) -> NanoBananaGenerateOperator:
         **kwargs,
     }
     return NanoBananaGenerateOperator(task_id="generate", **options)
+
+
+def sensor(**kwargs: Any) -> NanoBananaTaskSensor:
+    options = {"apixo_task_id": "task_1", "deferrable": False, "poke_interval": 0.1, **kwargs}
+    return NanoBananaTaskSensor(task_id="wait", **options)
 
 
 def context(store: FakeStore | None = None) -> Any:
@@ -81,31 +87,60 @@ def test_the_sensor_stores_the_images_of_a_task_it_did_not_submit(
     emulator_admin: EmulatorAdmin, tmp_path: Path
 ) -> None:
     task_id = submit()
-    sensor = NanoBananaTaskSensor(
-        task_id="wait",
-        apixo_task_id=task_id,
-        deferrable=False,
-        poke_interval=0.1,
-        output_path=f"file://{tmp_path}/covers/",
-    )
 
-    result = sensor.execute(context())
+    result = sensor(apixo_task_id=task_id, output_path=f"file://{tmp_path}/covers/").execute(context())
 
     assert_stored(result, tmp_path / "covers")
     assert task_id in result["stored_paths"][0]
 
 
-def test_a_failed_download_keeps_the_task_so_the_retry_stores_it_without_paying_again(
+def test_the_api_key_never_reaches_the_image_host(emulator_admin: EmulatorAdmin, tmp_path: Path) -> None:
+    result = operator(output_path=str(tmp_path)).execute(context())
+
+    assert emulator_admin.downloads() == (1, 0)
+    # The emulator does see credentials when a download carries them.
+    httpx.get(result["result_urls"][0], headers={"Authorization": "Bearer k"}, trust_env=False)
+    assert emulator_admin.downloads() == (2, 1)
+
+
+def test_a_download_that_cannot_succeed_fails_for_good_and_a_clear_stores_without_paying_again(
     emulator_admin: EmulatorAdmin, tmp_path: Path
 ) -> None:
     store = FakeStore()
 
-    with pytest.raises(ApixoWaitError, match=r"over max_image_bytes .* waits for that same APIXO task"):
+    with pytest.raises(AirflowFailException, match=r"over max_image_bytes .* Retrying cannot help"):
         operator(output_path=str(tmp_path), max_image_bytes=10).execute(context(store))
     assert list(tmp_path.iterdir()) == []
     assert RECORD_KEY in store.values
 
-    result = operator(output_path=str(tmp_path)).execute(context(store))
+    result = operator(output_path=str(tmp_path)).execute(context(store))  # cleared, limit raised
+
+    assert emulator_admin.submissions() == 1
+    assert_stored(result, tmp_path.resolve())
+
+
+def test_a_download_that_may_succeed_later_is_retried_by_airflow_after_the_deferral(
+    emulator_admin: EmulatorAdmin, tmp_path: Path
+) -> None:
+    """The deferred path: the image host is down when the task resumes; the retry reattaches."""
+    deferred = operator(output_path=str(tmp_path), deferrable=True)
+    store, ti = FakeStore(), FakeTaskInstance()
+    with pytest.raises(TaskDeferred):
+        deferred.execute({"ti": ti, "task_state_store": store})
+    task_id = ti.xcom[XCOM_TASK_ID_KEY]
+    ended(emulator_admin, task_id)
+    hook = ApixoHook()
+    status = hook.get_task_status("nano-banana", task_id).to_dict()
+    hook.close()
+    unreachable = {**status, "result_urls": [f"http://127.0.0.1:{free_port()}/0.png"]}
+    event = {"status": "success", "apixo_task_id": task_id, "model": "nano-banana", "task": unreachable}
+
+    with pytest.raises(ApixoWaitError, match=r"ConnectError.* waits for that same APIXO task"):
+        deferred.resume_execution("execute_complete", {"event": event}, {"ti": ti, "task_state_store": store})
+    assert list(tmp_path.iterdir()) == []
+    assert RECORD_KEY in store.values
+
+    result = operator(output_path=str(tmp_path)).execute({"ti": ti, "task_state_store": store})
 
     assert emulator_admin.submissions() == 1
     assert_stored(result, tmp_path.resolve())
@@ -137,7 +172,7 @@ def test_fail_is_the_default(emulator_admin: EmulatorAdmin) -> None:
 
 def test_skip_applies_to_a_rejection_a_retry_reattaches_to(emulator_admin: EmulatorAdmin) -> None:
     store = FakeStore()
-    prompt = "a lighthouse [emulator:fail=NSFW] [emulator:seconds=2]"
+    prompt = "a lighthouse [emulator:fail=NSFW] [emulator:seconds=5]"
     with pytest.raises(ApixoWaitError):
         operator(prompt=prompt, timeout=1).execute(context(store))
 
@@ -159,9 +194,28 @@ def test_bad_storage_settings_fail_when_the_dag_is_parsed(kwargs: dict[str, Any]
         operator(**kwargs)
 
 
-def test_an_empty_output_path_fails_before_any_request(emulator_admin: EmulatorAdmin) -> None:
-    with pytest.raises(ApixoInputError, match="Invalid output_path: must be a non-empty path or URI"):
-        operator(output_path="").execute(context())
+def test_output_path_needs_the_wait() -> None:
+    with pytest.raises(ApixoInputError, match="Invalid output_path: needs wait_for_completion=True"):
+        operator(output_path="/data", wait_for_completion=False)
+
+
+@pytest.mark.parametrize(
+    ("output_path", "rule"),
+    [
+        ("", "must be a non-empty path or URI"),
+        ("nosuch://bucket/covers/", "is not a location Airflow can store to"),
+        ("gs://bucket/covers/", "no filesystem for gs://"),  # the Google provider is not installed
+        ("{tmp}/a-file/covers", "cannot create"),
+    ],
+)
+def test_an_unusable_output_path_fails_before_any_request(
+    emulator_admin: EmulatorAdmin, tmp_path: Path, output_path: str, rule: str
+) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+
+    for waiting in (operator, sensor):
+        with pytest.raises(ApixoInputError, match=f"Invalid output_path: {rule}"):
+            waiting(output_path=output_path.format(tmp=tmp_path)).execute(context())
     assert emulator_admin.requests() == []
 
 
@@ -193,4 +247,7 @@ def test_the_image_link_opens_the_stored_copy_where_a_browser_reaches_it(
 )
 def test_image_link_prefers_a_stored_copy_a_browser_can_open(stored_paths: list[str], link: str) -> None:
     assert image_link(stored_paths, ["https://apixo.example/result.png"]) == link
+
+
+def test_without_any_url_there_is_no_link() -> None:
     assert image_link([], []) is None

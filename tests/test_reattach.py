@@ -26,7 +26,7 @@ from airflow_provider_nanobanana.exceptions import (
 from airflow_provider_nanobanana.operators.nanobanana import NanoBananaGenerateOperator
 from airflow_provider_nanobanana.reattach import RECORD_KEY, RECORD_RETENTION
 from tests.dags import provider_dags
-from tests.support import FakeStore, FakeTaskInstance, run
+from tests.support import FakeStore, FakeTaskInstance, ended, run
 
 if TYPE_CHECKING:
     from airflow.sdk import DAG
@@ -55,17 +55,6 @@ def recorded(task_id: str) -> FakeStore:
     """The store as an earlier try left it after submitting ``task_id``."""
     submission = {"task_id": task_id, "model": "nano-banana", "submitted_at": time.time(), "request": "r"}
     return FakeStore(**{RECORD_KEY: submission})
-
-
-def ended(admin: EmulatorAdmin, task_id: str) -> str:
-    """Wait until the emulator's task has ended; its final state."""
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        state = next(task["state"] for task in admin.tasks() if task["id"] == task_id)
-        if state in ("success", "failed"):
-            return str(state)
-        time.sleep(0.1)
-    raise AssertionError(f"emulator task {task_id} did not end")
 
 
 # --- one try ----------------------------------------------------------------------------------------

@@ -75,6 +75,9 @@ class ImageHost:
     def route_page(self, handler: Any) -> None:
         handler._send(200, "text/html; charset=utf-8", b"<html>Access denied</html>")
 
+    def route_disguised_jpeg(self, handler: Any) -> None:
+        handler._send(200, "image/png", JPEG)
+
     def route_disguised(self, handler: Any) -> None:
         handler._send(200, "image/png", b"<html>Access denied</html>")
 
@@ -101,6 +104,19 @@ class ImageHost:
             handler._send(503, "text/plain", b"busy")
         else:
             handler._send(200, "image/jpeg", JPEG)
+
+    def route_webp(self, handler: Any) -> None:
+        handler._send(200, "image/webp", b"RIFF\x10\x00\x00\x00WEBPVP8 " + JPEG)
+
+    def route_wave(self, handler: Any) -> None:
+        """RIFF, but audio: not a WebP image."""
+        handler._send(200, "application/octet-stream", b"RIFF\x00\x00\x00\x00WAVEfmt " + JPEG)
+
+    def route_elsewhere(self, handler: Any) -> None:
+        handler.send_response(302)
+        handler.send_header("Location", "ftp://127.0.0.1/cover.png")
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
 
     def route_moved(self, handler: Any) -> None:
         handler.send_response(302)
@@ -186,11 +202,34 @@ def test_stores_into_an_object_store_and_a_rerun_overwrites_its_own_output(
     assert leftovers(memory_store) == [stored.name]
 
 
-def test_the_api_key_never_reaches_the_image_host(host: ImageHost, tmp_path: Path) -> None:
-    store_results(result(host.url("image.png")), str(tmp_path), context(), 10**7)
+def test_a_local_folder_may_have_any_name(host: ImageHost, tmp_path: Path) -> None:
+    folder = tmp_path / "my covers" / "été #1"
 
-    (_, headers), *_ = host.requests
-    assert not {name.lower() for name in headers} & {"authorization", "cookie"}
+    stored = store_results(result(host.url("photo.jpg")), str(folder), context(), 10**7)
+
+    (image,) = folder.iterdir()
+    assert image.read_bytes() == JPEG
+    assert stored["stored_paths"] == [f"file://{image}"]
+
+
+def test_long_airflow_ids_make_a_short_unique_name(host: ImageHost, tmp_path: Path) -> None:
+    names = []
+    for run in ("a", "b"):
+        ti = FakeTaskInstance()
+        ti.dag_id, ti.run_id, ti.task_id = "d" * 250, run * 250, "t" * 250
+        stored = store_results(result(host.url("photo.jpg")), str(tmp_path), {"ti": ti}, 10**7)
+        names.append(Path(stored["stored_paths"][0]).name)
+
+    assert names[0] != names[1]
+    assert all(len(name.encode()) < 200 and name.endswith("__task_abc_0.jpg") for name in names)
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(names)
+
+
+def test_the_extension_is_the_type_of_the_bytes(host: ImageHost, tmp_path: Path) -> None:
+    folder = output_location(str(tmp_path))
+
+    assert downloader().store(host.url("webp"), folder, "a").uri.endswith("/a.webp")
+    assert downloader().store(host.url("disguised-jpeg"), folder, "b").uri.endswith("/b.jpg")
 
 
 def test_a_transient_failure_is_retried(host: ImageHost, tmp_path: Path) -> None:
@@ -210,6 +249,8 @@ def test_a_transient_failure_is_retried(host: ImageHost, tmp_path: Path) -> None
         ("huge.png", 1, f"over max_image_bytes ({CAP})"),
         ("endless.png", 1, f"is larger than max_image_bytes ({CAP})"),
         ("cut.png", 3, "failed: RemoteProtocolError"),
+        ("wave", 1, "is not a PNG, JPEG, WebP or GIF image"),
+        ("elsewhere", 1, "failed: UnsupportedProtocol"),
     ],
 )
 def test_a_failed_download_fails_clearly_and_leaves_nothing_behind(

@@ -298,7 +298,9 @@ def _install_files(app: FastAPI, emulator: Emulator) -> None:
     """Result downloads: public (no auth), like the CDN links the real service returns."""
 
     @app.get("/files/{task_id}/{name}")
-    def download(task_id: str, name: str) -> Response:
+    def download(task_id: str, name: str, request: Request) -> Response:
+        credentials = {"authorization", "cookie"} & {header.lower() for header in request.headers}
+        emulator.record_download(with_credentials=bool(credentials))
         task = emulator.task(task_id)
         if task is None or emulator.state_of(task_id) != "success":
             return error_response(404, "File not found")
@@ -351,6 +353,8 @@ def _install_admin(app: FastAPI, emulator: Emulator) -> None:
             "requests": emulator.request_count(),
             "rate_limited": emulator.rate_limited,
             "tasks": emulator.submissions(),
+            "downloads": emulator.downloads[0],
+            "downloads_with_credentials": emulator.downloads[1],
         }
 
     @app.get("/_emulator/requests")

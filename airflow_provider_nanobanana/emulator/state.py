@@ -176,6 +176,8 @@ class Emulator:
         self._callbacks_due: set[str] = set()
         self._rate_limiter = strategies.MovingWindowRateLimiter(storage.MemoryStorage())
         self._rate_limited = 0
+        self._downloads = 0
+        self._downloads_with_credentials = 0
 
     # --- read access ----------------------------------------------------------------------------
 
@@ -209,6 +211,12 @@ class Emulator:
                 if (method is None or m == method.upper())
                 and (path_prefix is None or p.startswith(path_prefix))
             )
+
+    @property
+    def downloads(self) -> tuple[int, int]:
+        """Result downloads served, and how many of them carried credentials (which they never need)."""
+        with self._lock:
+            return self._downloads, self._downloads_with_credentials
 
     @property
     def rate_limited(self) -> int:
@@ -270,12 +278,18 @@ class Emulator:
             self._callbacks_due.clear()
             self._rate_limiter.storage.reset()
             self._rate_limited = 0
+            self._downloads = self._downloads_with_credentials = 0
 
     # --- used by the HTTP layer -----------------------------------------------------------------
 
     def record_request(self, method: str, path: str) -> None:
         with self._lock:
             self._requests.append((method.upper(), path))
+
+    def record_download(self, *, with_credentials: bool) -> None:
+        with self._lock:
+            self._downloads += 1
+            self._downloads_with_credentials += with_credentials
 
     def over_rate_limit(self, token: str) -> bool:
         """Count one request of ``token``'s key; True if it exceeds ``requests_per_minute``."""

@@ -15,6 +15,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException, A
 from airflow_provider_nanobanana.exceptions import (
     ApixoInputError,
     ApixoNotFoundError,
+    ApixoStorageError,
     ApixoTaskFailedError,
     ApixoTaskRejectedError,
     ApixoWaitError,
@@ -49,7 +50,7 @@ from airflow_provider_nanobanana.reattach import (
 from airflow_provider_nanobanana.storage import (
     DEFAULT_MAX_IMAGE_BYTES,
     check_max_image_bytes,
-    output_location,
+    prepared_location,
     store_results,
 )
 from airflow_provider_nanobanana.triggers.nanobanana import NanoBananaTaskTrigger
@@ -167,6 +168,10 @@ class NanoBananaGenerateOperator(BaseOperator):
         self.timeout = check_seconds("timeout", timeout, minimum=1)
         self.max_consecutive_errors = check_error_budget(max_consecutive_errors)
         self.reattach = reattach
+        if output_path is not None and not wait_for_completion:
+            raise ApixoInputError(
+                "output_path", "needs wait_for_completion=True: nothing is stored otherwise"
+            )
         self.output_path = output_path
         self.max_image_bytes = check_max_image_bytes(max_image_bytes)
         if on_content_violation not in CONTENT_VIOLATION_POLICIES:
@@ -181,7 +186,7 @@ class NanoBananaGenerateOperator(BaseOperator):
     def execute(self, context: Context) -> Any:
         request = self._validated_request()
         if self.output_path is not None:
-            output_location(self.output_path)
+            prepared_location(self.output_path)
         record = self._record(context)
         fingerprint = request_fingerprint(self.model, request.task_input(), request.provider)
         try:
@@ -372,15 +377,20 @@ class NanoBananaGenerateOperator(BaseOperator):
             raise
         except (Exception, AirflowTaskTimeout) as error:
             cause = f"After submitting APIXO task {task_id}: {type(error).__name__}: {error}."
-            if record.holds(task_id):
-                raise ApixoWaitError(
-                    str(task_id),
-                    f"{cause} The next try of this Airflow task (a retry, or a clear) waits for that "
-                    "same APIXO task instead of submitting a new one.",
+            if not record.holds(task_id):
+                raise AirflowFailException(
+                    f"{cause} Not retried, so the image is not paid for twice: wait for it with "
+                    f"NanoBananaTaskSensor(apixo_task_id={task_id!r}), or clear this task to submit anew."
                 ) from error
-            raise AirflowFailException(
-                f"{cause} Not retried, so the image is not paid for twice: wait for it with "
-                f"NanoBananaTaskSensor(apixo_task_id={task_id!r}), or clear this task to submit anew."
+            if isinstance(error, ApixoStorageError) and not error.retryable:
+                raise AirflowFailException(
+                    f"{cause} Retrying cannot help: fix output_path or max_image_bytes, then clear this "
+                    "task: it waits for that same APIXO task and stores its images without paying again."
+                ) from error
+            raise ApixoWaitError(
+                str(task_id),
+                f"{cause} The next try of this Airflow task (a retry, or a clear) waits for that "
+                "same APIXO task instead of submitting a new one.",
             ) from error
         else:
             record.drop()

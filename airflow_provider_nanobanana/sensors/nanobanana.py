@@ -26,7 +26,7 @@ from airflow_provider_nanobanana.polling import (
 from airflow_provider_nanobanana.storage import (
     DEFAULT_MAX_IMAGE_BYTES,
     check_max_image_bytes,
-    output_location,
+    prepared_location,
     store_results,
 )
 from airflow_provider_nanobanana.triggers.nanobanana import NanoBananaTaskTrigger
@@ -100,7 +100,7 @@ class NanoBananaTaskSensor(BaseSensorOperator):
             rule = f"is empty ({self.apixo_task_id!r}): did the upstream task push it to XCom?"
             raise ApixoInputError("apixo_task_id", rule)
         if self.output_path is not None:
-            output_location(self.output_path)
+            prepared_location(self.output_path)
         if not self.deferrable:
             try:
                 return super().execute(context)
