@@ -377,7 +377,13 @@ def test_the_per_minute_limit_counts_every_request_of_a_key(
     emulator.settings.api_key = None
     assert api.get("/apikeys/current-balance", headers=other_key).status_code == 200  # its own minute
     stats = httpx.get(server.root_url + "/_emulator/stats", trust_env=False).json()
-    assert stats == {"requests": 5, "rate_limited": 1, "tasks": 1}
+    assert stats == {
+        "requests": 5,
+        "rate_limited": 1,
+        "tasks": 1,
+        "downloads": 0,
+        "downloads_with_credentials": 0,
+    }
 
 
 def test_generation_time_is_drawn_from_the_range(api: httpx.Client, emulator: Emulator) -> None:

@@ -17,6 +17,7 @@ from airflow_provider_nanobanana.pacing import RequestPacer
 from airflow_provider_nanobanana.scheduling import PollScheduler, PollTicket
 from airflow_provider_nanobanana.sensors.nanobanana import NanoBananaTaskSensor
 from tests.conftest import TEST_API_KEY, apixo_connection
+from tests.support import FakeTaskInstance
 
 if TYPE_CHECKING:
     from airflow_provider_nanobanana.emulator import EmulatorServer
@@ -178,7 +179,7 @@ def test_sensor_pokes_go_through_the_pacer(emulator_admin: EmulatorAdmin, counte
     hook.close()
     sensor = NanoBananaTaskSensor(task_id="wait", apixo_task_id=task_id, deferrable=False)
 
-    while not sensor.poke({}):  # type: ignore[arg-type]
+    while not sensor.poke({"ti": FakeTaskInstance()}):  # type: ignore[arg-type]
         time.sleep(0.1)
 
     assert counted_turns == ["sync"] * emulator_admin.request_count()

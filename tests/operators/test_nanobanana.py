@@ -206,7 +206,8 @@ def test_rejected_request_is_final(emulator_admin: EmulatorAdmin) -> None:
 
 
 def test_success_event_returns_the_result() -> None:
-    result = make_operator().execute_complete({}, event("success", task_dict("success")))  # type: ignore[arg-type]
+    ti = FakeTaskInstance()
+    result = make_operator().execute_complete({"ti": ti}, event("success", task_dict("success")))  # type: ignore[arg-type]
 
     assert result == {
         "apixo_task_id": "task_1",
@@ -216,6 +217,7 @@ def test_success_event_returns_the_result() -> None:
         "complete_time": 2,
         "cost_time": 1,
     }
+    assert ti.xcom["apixo_image_url"] == "https://cdn.example/a.png"  # the "Generated image" link
 
 
 @pytest.mark.parametrize(

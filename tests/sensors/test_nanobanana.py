@@ -35,12 +35,16 @@ def event(status: str, message: str = "m") -> dict[str, Any]:
 
 
 def poke_until_done(sensor: NanoBananaTaskSensor) -> tuple[int, PokeReturnValue]:
-    for pokes in range(1, 100):
-        answer = sensor.poke({})  # type: ignore[arg-type]
-        if answer:
-            assert isinstance(answer, PokeReturnValue)
-            return pokes, answer
-        time.sleep(0.1)
+    """Poke as Airflow's poke mode does, closing the hook after (``execute`` would)."""
+    try:
+        for pokes in range(1, 100):
+            answer = sensor.poke({"ti": FakeTaskInstance()})  # type: ignore[arg-type]
+            if answer:
+                assert isinstance(answer, PokeReturnValue)
+                return pokes, answer
+            time.sleep(0.1)
+    finally:
+        sensor.hook.close()
     raise AssertionError("the task never finished")
 
 
@@ -82,9 +86,12 @@ def test_poke_tolerates_a_task_not_visible_yet(emulator_admin: EmulatorAdmin) ->
 def test_poke_on_an_unknown_task_ends_after_the_error_budget(emulator_admin: EmulatorAdmin) -> None:
     sensor = make_sensor("task_does_not_exist", deferrable=False, max_consecutive_errors=2)
 
-    assert sensor.poke({}) is False  # type: ignore[arg-type]
-    with pytest.raises(ApixoWaitError, match=r"task_does_not_exist.*404") as raised:
-        sensor.poke({})  # type: ignore[arg-type]
+    try:
+        assert sensor.poke({"ti": FakeTaskInstance()}) is False  # type: ignore[arg-type]
+        with pytest.raises(ApixoWaitError, match=r"task_does_not_exist.*404") as raised:
+            sensor.poke({"ti": FakeTaskInstance()})  # type: ignore[arg-type]
+    finally:
+        sensor.hook.close()
     assert not isinstance(raised.value, AirflowFailException)
     assert emulator_admin.request_count("GET") == 2
 
@@ -92,7 +99,10 @@ def test_poke_on_an_unknown_task_ends_after_the_error_budget(emulator_admin: Emu
 def reschedule_poke(store: FakeStore, task_id: str, try_number: int = 1) -> PokeReturnValue | bool:
     """One poke in reschedule mode: a new sensor instance, the task instance's store kept."""
     sensor = make_sensor(task_id, deferrable=False, mode="reschedule", max_consecutive_errors=3)
-    return sensor.poke({"task_state_store": store, "ti": FakeTaskInstance(try_number)})  # type: ignore[arg-type]
+    try:
+        return sensor.poke({"task_state_store": store, "ti": FakeTaskInstance(try_number)})  # type: ignore[arg-type]
+    finally:
+        sensor.hook.close()
 
 
 def test_reschedule_counts_failed_reads_across_pokes(emulator_admin: EmulatorAdmin) -> None:
@@ -133,7 +143,7 @@ def test_deferrable_defers_to_the_trigger_without_requests(
     sensor = make_sensor("task_abc", model="seedream-4-5", timeout=600)
 
     with pytest.raises(TaskDeferred) as deferred:
-        sensor.execute({})  # type: ignore[arg-type]
+        sensor.execute({"ti": FakeTaskInstance()})  # type: ignore[arg-type]
 
     _, kwargs = deferred.value.trigger.serialize()
     assert kwargs["apixo_task_id"] == "task_abc"
@@ -146,19 +156,19 @@ def test_deferrable_defers_to_the_trigger_without_requests(
 
 def test_bad_model_id_fails_before_any_request(emulator_admin: EmulatorAdmin) -> None:
     with pytest.raises(AirflowFailException, match="model"):
-        make_sensor("task_abc", model="../admin").execute({})  # type: ignore[arg-type]
+        make_sensor("task_abc", model="../admin").execute({"ti": FakeTaskInstance()})  # type: ignore[arg-type]
     assert emulator_admin.requests() == []
 
 
 def test_timeout_event_is_a_sensor_timeout() -> None:
     with pytest.raises(AirflowSensorTimeout, match="late"):
-        make_sensor("t").execute_complete({}, event("timeout", "late"))  # type: ignore[arg-type]
+        make_sensor("t").execute_complete({"ti": FakeTaskInstance()}, event("timeout", "late"))  # type: ignore[arg-type]
 
 
 def test_error_event_is_a_retryable_wait_error() -> None:
     """Polling failed in the triggerer: the task may still finish, and a sensor's retry only reads."""
     with pytest.raises(ApixoWaitError, match="could not be polled") as raised:
-        make_sensor("t").execute_complete({}, event("error", "could not be polled"))  # type: ignore[arg-type]
+        make_sensor("t").execute_complete({"ti": FakeTaskInstance()}, event("error", "could not be polled"))  # type: ignore[arg-type]
     assert not isinstance(raised.value, AirflowFailException)
     assert raised.value.task_id == "t"
 
@@ -176,12 +186,12 @@ def test_soft_fail_skips_a_poked_task_that_failed_for_good(emulator_admin: Emula
     task_id = submit()
 
     with pytest.raises(AirflowSkipException):
-        make_sensor(task_id, deferrable=False, soft_fail=True).execute({})  # type: ignore[arg-type]
+        make_sensor(task_id, deferrable=False, soft_fail=True).execute({"ti": FakeTaskInstance()})  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("task_id", ["", "None"])
 def test_missing_task_id_fails_before_any_request(task_id: str, emulator_admin: EmulatorAdmin) -> None:
     """A missing XCom renders as "None": that is not a task to wait for."""
     with pytest.raises(AirflowFailException, match="apixo_task_id"):
-        make_sensor(task_id, deferrable=False).execute({})  # type: ignore[arg-type]
+        make_sensor(task_id, deferrable=False).execute({"ti": FakeTaskInstance()})  # type: ignore[arg-type]
     assert emulator_admin.requests() == []
