@@ -201,6 +201,12 @@ class EmulatorAdmin:
             rule["fail_msg"] = fail_msg
         self._send("POST", "/faults", {"fail_next_tasks": rule})
 
+    def fault_callbacks(self, drop: int = 0, delay_seconds: float = 0, duplicate: int = 0) -> None:
+        """Replace the callback faults: lose the next ``drop`` deliveries, hold every delivery
+        ``delay_seconds`` before its first POST (0 ends that), POST the next ``duplicate`` twice."""
+        faults = {"drop": drop, "delay_seconds": delay_seconds, "duplicate": duplicate}
+        self._send("POST", "/faults", {"callbacks": faults})
+
     def inject_http_errors(
         self,
         status: int,

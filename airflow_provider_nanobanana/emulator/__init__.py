@@ -1,7 +1,9 @@
 """An in-package emulator of APIXO's task API, for tests, demos and local DAG runs without a real key.
 
-It speaks the documented contract over real HTTP, serves real PNG/JPEG results, and exposes fault
-switches (failed tasks, HTTP 429/5xx, slow answers) that tests drive in-process or over admin endpoints.
+It speaks the documented contract over real HTTP, serves real PNG/JPEG results, delivers callback-mode
+tasks to loopback webhooks with APIXO's retries, and exposes fault switches (failed tasks, HTTP
+429/5xx, slow answers, lost, late or doubled callbacks) that tests drive in-process or over admin
+endpoints.
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 
 The provider is tested end to end against this app over real HTTP, so it answers exactly as the
 contract says (envelopes, status codes, resultJson as a string) and lets tests inject the failures a
-real service produces: failed tasks, 429/5xx answers and slow responses.
+real service produces: failed tasks, 429/5xx answers and slow responses. Callback-mode tasks are
+delivered as APIXO does (POST, 200 within 30 s or retried up to 3 times), and the deliveries can be
+lost, delayed or doubled so webhook receivers can be tested against what a real network does.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import secrets
 import threading
 import time
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -22,11 +25,13 @@ from urllib.parse import urlsplit
 import httpx
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from airflow_provider_nanobanana.emulator.images import render_image
 from airflow_provider_nanobanana.emulator.state import (
+    CallbackOutcome,
+    CallbackPlan,
     CallbackRecord,
     EmulatedTask,
     Emulator,
@@ -77,10 +82,20 @@ class _HttpErrors(BaseModel):
     retry_after_format: Literal["seconds", "http-date"] = "seconds"
 
 
+class _CallbackFaults(BaseModel):
+    """Replaces all callback faults at once: a field left out is 0 (off)."""
+
+    model_config = ConfigDict(extra="forbid")
+    drop: int = Field(default=0, ge=0)
+    delay_seconds: float = Field(default=0.0, ge=0)
+    duplicate: int = Field(default=0, ge=0)
+
+
 class _FaultsBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     fail_next_tasks: _FailNextTasks | None = None
     http_errors: _HttpErrors | list[_HttpErrors] | None = None
+    callbacks: _CallbackFaults | None = None
 
 
 class _SettingsPatch(BaseModel):
@@ -90,6 +105,8 @@ class _SettingsPatch(BaseModel):
     latency_seconds: float | None = Field(default=None, ge=0)
     generation_seconds_max: float | None = Field(default=None, ge=0)
     requests_per_minute: int | None = Field(default=None, ge=1)
+    callback_timeout_seconds: float | None = Field(default=None, gt=0)
+    callback_retry_delays: tuple[NonNegativeFloat, ...] | None = Field(default=None, max_length=10)
 
 
 # --- helpers --------------------------------------------------------------------------------------
@@ -140,6 +157,8 @@ def _settings_view(settings: EmulatorSettings) -> dict[str, Any]:
         "latency_seconds": settings.latency_seconds,
         "generation_seconds_max": settings.generation_seconds_max,
         "requests_per_minute": settings.requests_per_minute,
+        "callback_timeout_seconds": settings.callback_timeout_seconds,
+        "callback_retry_delays": list(settings.callback_retry_delays),
         "any_key": settings.api_key is None,
     }
 
@@ -159,20 +178,75 @@ def _task_view(emulator: Emulator, task: EmulatedTask) -> dict[str, Any]:
 # --- callbacks ------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Delivery:
+    """One task's callback on its way: what goes where, and the plan it follows."""
+
+    emulator: Emulator
+    task_id: str
+    url: str
+    payload: dict[str, Any]
+    plan: CallbackPlan
+
+    def record(self, outcome: CallbackOutcome, **fields: Any) -> bool:
+        """Record one event; False when a reset made this delivery stale (it must stop)."""
+        record = CallbackRecord(self.task_id, self.url, self.payload, outcome, **fields)
+        return self.emulator.record_callback(record, self.plan.epoch)
+
+
 async def deliver_callback(emulator: Emulator, task: EmulatedTask, payload: dict[str, Any]) -> None:
-    """POST the status envelope to the task's callback URL once, only if it points at this machine."""
+    """Deliver a task's status envelope as APIXO does, with the ``callbacks`` faults applied.
+
+    Only loopback URLs are called: the emulator must never POST task data to the internet.
+    """
     url = task.callback_url or ""
     if urlsplit(url).hostname not in LOOPBACK_HOSTS:
         error = "not delivered: the emulator only calls back to loopback hosts"
-        emulator.record_callback(CallbackRecord(task.task_id, url, payload, error=error))
+        emulator.record_callback(CallbackRecord(task.task_id, url, payload, "refused", error=error))
         return
+    delivery = _Delivery(emulator, task.task_id, url, payload, emulator.plan_callback())
+    if delivery.plan.dropped:
+        delivery.record("dropped", error="not sent: dropped by the callbacks fault")
+        return
+    await asyncio.sleep(delivery.plan.delay_seconds)
+    for copy in range(delivery.plan.copies):
+        if not await _post_with_retries(delivery, duplicate=copy > 0):
+            return
+
+
+async def _post_with_retries(delivery: _Delivery, *, duplicate: bool) -> bool:
+    """POST until the receiver answers 200 or the retries run out; False once the delivery is stale."""
+    plan = delivery.plan
+    waits: tuple[float | None, ...] = (*plan.retry_delays, None)
+    async with httpx.AsyncClient(trust_env=False) as client:
+        for attempt, wait in enumerate(waits, start=1):
+            if not delivery.emulator.is_current(plan.epoch):
+                return False
+            at = time.time()
+            status_code, error = await _post_once(client, delivery, plan.timeout_seconds)
+            delivered = status_code == 200
+            outcome: CallbackOutcome = "delivered" if delivered else "gave_up" if wait is None else "retrying"
+            fields = {"attempt": attempt, "status_code": status_code, "error": error, "at": at}
+            if not delivery.record(outcome, duplicate=duplicate, **fields):
+                return False
+            if wait is None or delivered:
+                return True
+            await asyncio.sleep(wait)
+    return True
+
+
+async def _post_once(
+    client: httpx.AsyncClient, delivery: _Delivery, timeout: float
+) -> tuple[int | None, str | None]:
+    """One POST: the answer's status, or why there was none. ``timeout`` caps the whole exchange."""
     try:
-        async with httpx.AsyncClient(timeout=10.0, trust_env=False) as client:
-            answer = await client.post(url, json=payload)
+        async with asyncio.timeout(timeout):
+            answer = await client.post(delivery.url, json=delivery.payload, timeout=None)
+    except TimeoutError:
+        return None, f"no answer within {timeout:g} s"
     except httpx.HTTPError as exc:
-        emulator.record_callback(CallbackRecord(task.task_id, url, payload, error=type(exc).__name__))
-    else:
-        emulator.record_callback(CallbackRecord(task.task_id, url, payload, status_code=answer.status_code))
+        return None, type(exc).__name__
+    return answer.status_code, None
 
 
 class _Background:
@@ -312,7 +386,15 @@ def _install_files(app: FastAPI, emulator: Emulator) -> None:
 
 
 def _install_admin(app: FastAPI, emulator: Emulator) -> None:
-    """Steering for tests in other processes (DAG runs): not part of the APIXO contract."""
+    """Steering for tests in other processes (DAG runs): not part of the APIXO contract.
+
+    ``POST /_emulator/faults`` takes ``fail_next_tasks``, ``http_errors`` and ``callbacks``
+    (``drop``, ``delay_seconds``, ``duplicate``: replaces the callback faults); ``PATCH
+    /_emulator/settings`` changes settings (``callback_retry_delays`` and ``callback_timeout_seconds``
+    among them); ``GET /_emulator/callbacks`` lists every delivery attempt; ``POST /_emulator/reset``
+    clears tasks, faults and records and stops deliveries in flight. Forged callbacks (a POST that
+    did not come from APIXO) need no emulator support: the test POSTs to its own receiver itself.
+    """
 
     @app.get("/_emulator/health")
     async def health() -> dict[str, str]:
@@ -331,6 +413,8 @@ def _install_admin(app: FastAPI, emulator: Emulator) -> None:
         for rule in rules:
             if rule is not None:
                 emulator.inject_http_errors(**rule.model_dump())
+        if body.callbacks is not None:
+            emulator.fault_callbacks(**body.callbacks.model_dump())
         return {"status": "ok"}
 
     @app.get("/_emulator/settings")
@@ -363,9 +447,18 @@ def _install_admin(app: FastAPI, emulator: Emulator) -> None:
 
     @app.get("/_emulator/callbacks")
     async def callbacks() -> dict[str, Any]:
-        return {
-            "callbacks": [
-                {"task_id": c.task_id, "url": c.url, "status_code": c.status_code, "error": c.error}
-                for c in emulator.callbacks
-            ]
-        }
+        return {"callbacks": [_callback_view(record) for record in emulator.callbacks]}
+
+
+def _callback_view(record: CallbackRecord) -> dict[str, Any]:
+    """One callback record as the admin API shows it (without the payload: the receiver has that)."""
+    return {
+        "task_id": record.task_id,
+        "url": record.url,
+        "outcome": record.outcome,
+        "attempt": record.attempt,
+        "status_code": record.status_code,
+        "error": record.error,
+        "at": record.at,
+        "duplicate": record.duplicate,
+    }

@@ -1,4 +1,4 @@
-"""The emulator's state: settings, the task table, the request log and the fault switches.
+"""The emulator's state: settings, the task table, the request log, the fault switches and callbacks.
 
 Kept apart from the HTTP layer so tests (and the app) share one thread-safe object: the server runs
 in a background thread while tests read and steer it from the main thread.
@@ -22,6 +22,8 @@ from limits import RateLimitItemPerMinute, storage, strategies
 
 __all__ = [
     "DEFAULT_API_KEY",
+    "CallbackOutcome",
+    "CallbackPlan",
     "CallbackRecord",
     "EmulatedTask",
     "Emulator",
@@ -34,6 +36,7 @@ DEFAULT_API_KEY = "apixo-emulator-key"
 Endpoint = Literal["submit", "status", "any"]
 ENDPOINTS: tuple[str, ...] = ("submit", "status", "any")
 RetryAfterFormat = Literal["seconds", "http-date"]
+CallbackOutcome = Literal["delivered", "retrying", "gave_up", "dropped", "refused"]
 
 _FAIL_MARKER = re.compile(r"\[emulator:fail=([A-Za-z0-9_.\-]+)\]")
 _SECONDS_MARKER = re.compile(r"\[emulator:seconds=(\d+(?:\.\d+)?)\]")
@@ -55,6 +58,11 @@ class EmulatorSettings:
     """When set, each task's generation time is drawn uniformly from ``generation_seconds`` to this."""
     requests_per_minute: int | None = None
     """APIXO's per-key limit, enforced over any rolling minute (429 beyond it); None for no limit."""
+    callback_timeout_seconds: float = 30.0
+    """How long a callback receiver has to answer (APIXO: 200 within 30 s); slower counts as failed."""
+    callback_retry_delays: tuple[float, ...] = (1.0, 2.0, 4.0)
+    """The wait before each retry of a failed callback: APIXO retries up to 3 times with growing
+    delays. Its length is the number of retries; tests shorten it to stay fast."""
 
 
 @dataclass(frozen=True)
@@ -148,19 +156,48 @@ class HttpErrorRule:
 
 @dataclass(frozen=True)
 class CallbackRecord:
-    """One callback attempt: delivered (status_code set), failed (error set) or refused (non-loopback)."""
+    """One callback POST (``attempt`` 1, then 2.. for retries), or a delivery nothing was sent for.
+
+    ``outcome``: ``delivered`` (answered 200), ``retrying`` (failed, another attempt follows),
+    ``gave_up`` (failed, retries exhausted), ``dropped`` (lost on purpose by the ``callbacks``
+    fault) or ``refused`` (not a loopback URL). Tests read these to see what a receiver was sent.
+    """
 
     task_id: str
     url: str
     payload: dict[str, Any]
+    outcome: CallbackOutcome
+    attempt: int | None = None
+    """1 for the first POST, 2 and up for retries; None when nothing was POSTed."""
     status_code: int | None = None
     error: str | None = None
+    """Why the POST got no answer (connection error, timeout); a non-200 answer sets ``status_code``."""
+    at: float = field(default_factory=time.time)
+    """Wall-clock time (Unix seconds) the attempt started."""
+    duplicate: bool = False
+    """True for the second copy of a delivery the ``duplicate`` fault doubled."""
+
+
+@dataclass(frozen=True)
+class CallbackPlan:
+    """How one delivery goes, fixed when it starts, so later setting or fault changes do not bend it."""
+
+    epoch: int
+    """The emulator's reset count: a delivery from before a reset stops and records nothing."""
+    dropped: bool = False
+    delay_seconds: float = 0.0
+    copies: int = 1
+    timeout_seconds: float = 30.0
+    retry_delays: tuple[float, ...] = (1.0, 2.0, 4.0)
 
 
 @dataclass
 class _Faults:
     fail_next: deque[tuple[str, str]] = field(default_factory=deque)
     http_errors: list[HttpErrorRule] = field(default_factory=list)
+    callback_drop: int = 0
+    callback_delay: float = 0.0
+    callback_duplicate: int = 0
 
 
 class Emulator:
@@ -174,6 +211,7 @@ class Emulator:
         self._faults = _Faults()
         self._callbacks: list[CallbackRecord] = []
         self._callbacks_due: set[str] = set()
+        self._epoch = 0
         self._rate_limiter = strategies.MovingWindowRateLimiter(storage.MemoryStorage())
         self._rate_limited = 0
         self._downloads = 0
@@ -268,9 +306,26 @@ class Emulator:
             rule = HttpErrorRule(status, times, endpoint, seconds, retry_after_format)
             self._faults.http_errors.append(rule)
 
-    def reset(self) -> None:
-        """Forget tasks, the request log, pending faults and callbacks (settings are kept)."""
+    def fault_callbacks(self, drop: int = 0, delay_seconds: float = 0.0, duplicate: int = 0) -> None:
+        """Replace the callback faults: the next ``drop`` deliveries are lost (never POSTed), every
+        delivery waits ``delay_seconds`` before its first attempt (until reset or set to 0), and the
+        next ``duplicate`` deliveries that are sent are POSTed twice. What a receiver must survive."""
+        if drop < 0 or duplicate < 0:
+            raise ValueError("drop and duplicate must not be negative")
+        if delay_seconds < 0:
+            raise ValueError("delay_seconds must not be negative")
         with self._lock:
+            self._faults.callback_drop = drop
+            self._faults.callback_delay = float(delay_seconds)
+            self._faults.callback_duplicate = duplicate
+
+    def reset(self) -> None:
+        """Forget tasks, the request log, pending faults and callbacks (settings are kept).
+
+        Deliveries still in flight (waiting to retry) stop: they belong to the test that is over.
+        """
+        with self._lock:
+            self._epoch += 1
             self._tasks.clear()
             self._requests.clear()
             self._faults = _Faults()
@@ -368,9 +423,35 @@ class Emulator:
                     due.append((task, envelope(self.status_data(task, now))))
         return due
 
-    def record_callback(self, record: CallbackRecord) -> None:
+    def plan_callback(self) -> CallbackPlan:
+        """Start one delivery: take its share of the callback faults and the current settings."""
         with self._lock:
+            faults = self._faults
+            dropped = faults.callback_drop > 0
+            doubled = not dropped and faults.callback_duplicate > 0
+            faults.callback_drop -= int(dropped)
+            faults.callback_duplicate -= int(doubled)
+            return CallbackPlan(
+                epoch=self._epoch,
+                dropped=dropped,
+                delay_seconds=faults.callback_delay,
+                copies=2 if doubled else 1,
+                timeout_seconds=self.settings.callback_timeout_seconds,
+                retry_delays=tuple(self.settings.callback_retry_delays),
+            )
+
+    def is_current(self, epoch: int) -> bool:
+        """False once a reset happened after the delivery of this epoch started."""
+        with self._lock:
+            return epoch == self._epoch
+
+    def record_callback(self, record: CallbackRecord, epoch: int | None = None) -> bool:
+        """Keep one callback record; refused (False) when it comes from before the last reset."""
+        with self._lock:
+            if epoch is not None and epoch != self._epoch:
+                return False
             self._callbacks.append(record)
+            return True
 
 
 def envelope(data: dict[str, Any]) -> dict[str, Any]:

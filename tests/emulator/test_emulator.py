@@ -5,8 +5,10 @@ from __future__ import annotations
 import io
 import json
 import logging
+import threading
 import time
 from email.utils import parsedate_to_datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -16,15 +18,20 @@ from PIL import Image, ImageFont
 from airflow_provider_nanobanana.emulator import Emulator, EmulatorServer, EmulatorSettings, cli, create_app
 from airflow_provider_nanobanana.emulator.images import _printable, _wrap, image_size, render_image
 from airflow_provider_nanobanana.emulator.validation import ASPECT_RATIOS
-from tests.support import LocalReceiver
+from tests.support import EmulatorAdmin, free_port
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from types import TracebackType
+
+    from airflow_provider_nanobanana.emulator.state import CallbackRecord
 
 MODEL = "nano-banana"
 GENERATION = 0.3
 I2I = {"mode": "image-to-image", "prompt": "x"}
 PENDING = 0.1
+RETRY_DELAYS = (0.05, 0.1, 0.2)
+"""Callback retry delays for this module: APIXO's shape (3 growing waits), much shorter."""
 
 
 def t2i(prompt: str = "a watercolor fox", **extra: Any) -> dict[str, Any]:
@@ -34,7 +41,9 @@ def t2i(prompt: str = "a watercolor fox", **extra: Any) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[EmulatorServer]:
-    settings = EmulatorSettings(generation_seconds=GENERATION, pending_seconds=PENDING)
+    settings = EmulatorSettings(
+        generation_seconds=GENERATION, pending_seconds=PENDING, callback_retry_delays=RETRY_DELAYS
+    )
     with EmulatorServer(settings=settings) as running:
         yield running
 
@@ -48,6 +57,7 @@ def fresh(server: EmulatorServer) -> Iterator[None]:
     settings.api_key, settings.latency_seconds = "apixo-emulator-key", 0.0
     settings.generation_seconds, settings.pending_seconds = GENERATION, PENDING
     settings.generation_seconds_max, settings.requests_per_minute = None, None
+    settings.callback_retry_delays, settings.callback_timeout_seconds = RETRY_DELAYS, 30.0
 
 
 @pytest.fixture
@@ -540,25 +550,274 @@ def test_admin_settings(raw: httpx.Client, emulator: Emulator) -> None:
 # --- callbacks ----------------------------------------------------------------------------------
 
 
-def test_callback_is_posted_once_to_loopback_only(api: httpx.Client, emulator: Emulator) -> None:
-    with LocalReceiver() as receiver:
-        local = f"{receiver.url}/hook?secret=s"
-        task_id = submit(api, {**t2i(), "request_type": "callback", "callback_url": local})
-        remote_id = submit(
-            api, {**t2i(), "request_type": "callback", "callback_url": "https://example.com/h"}
-        )
-        deadline = time.monotonic() + 3
-        while len(emulator.callbacks) < 2 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        time.sleep(0.2)
-    records = {record.task_id: record for record in emulator.callbacks}
-    assert len(emulator.callbacks) == 2
-    assert records[task_id].status_code == 200
-    assert records[remote_id].status_code is None and "loopback" in (records[remote_id].error or "")
-    [(path, payload)] = receiver.received
+class ScriptedReceiver:
+    """A loopback webhook receiver answering a programmed sequence, then 200: a flaky consumer.
+
+    :param script: one ``(status, hold_seconds)`` per POST, in order; ``hold_seconds`` delays the answer.
+    """
+
+    def __init__(self, *script: tuple[int, float]) -> None:
+        self.hits: list[tuple[float, str, Any]] = []
+        """``(monotonic time, path, JSON body)`` of every POST received."""
+        answers, hits = list(script), self.hits
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                hits.append((time.monotonic(), self.path, body))
+                status, hold = answers.pop(0) if answers else (200, 0.0)
+                time.sleep(hold)
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/hook?secret=s"
+
+    def __enter__(self) -> ScriptedReceiver:
+        serve = {"poll_interval": 0.05}  # a quick shutdown keeps the tests fast
+        threading.Thread(target=self._server.serve_forever, kwargs=serve, daemon=True).start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+ENDED = {"delivered", "gave_up", "dropped", "refused"}
+"""Outcomes that end a delivery (``retrying`` does not)."""
+
+QUIET = 0.4
+"""How long to watch for calls that must not come: longer than any retry delay these tests use."""
+
+
+@pytest.fixture
+def admin(server: EmulatorServer) -> Iterator[EmulatorAdmin]:
+    client = EmulatorAdmin(server.root_url)
+    yield client
+    client.close()
+
+
+def callback_body(url: str, prompt: str = "a watercolor fox") -> dict[str, Any]:
+    return {**t2i(prompt), "request_type": "callback", "callback_url": url}
+
+
+def settled(emulator: Emulator, deliveries: int = 1, timeout: float = 5.0) -> list[CallbackRecord]:
+    """Wait until ``deliveries`` callback deliveries have ended; every record so far."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        records = emulator.callbacks
+        if sum(record.outcome in ENDED for record in records) >= deliveries:
+            return records
+        time.sleep(0.02)
+    raise AssertionError(f"{deliveries} callback deliveries did not end: {emulator.callbacks}")
+
+
+def ends_at(emulator: Emulator, task_id: str) -> float:
+    """When the task reaches its terminal state, on the monotonic clock."""
+    task = emulator.task(task_id)
+    assert task is not None
+    return task.created_monotonic + task.generation_seconds
+
+
+def test_callback_is_posted_once_on_200_with_the_status_envelope(
+    api: httpx.Client, raw: httpx.Client, emulator: Emulator
+) -> None:
+    with ScriptedReceiver() as receiver:
+        task_id = submit(api, callback_body(receiver.url))
+        [record] = settled(emulator)
+        time.sleep(QUIET)
+    [(_, path, payload)] = receiver.hits
     assert path == "/hook?secret=s"
-    assert payload["code"] == 200 and payload["data"]["taskId"] == task_id
+    assert payload == status(api, task_id).json(), "the same envelope statusTask answers"
     assert payload["data"]["state"] == "success" and isinstance(payload["data"]["resultJson"], str)
+    assert (record.task_id, record.outcome, record.attempt, record.status_code) == (
+        task_id,
+        "delivered",
+        1,
+        200,
+    )
+    assert record.error is None and not record.duplicate and abs(record.at - time.time()) < 5
+    [listed] = raw.get("/_emulator/callbacks").json()["callbacks"]
+    assert listed == {
+        "task_id": task_id,
+        "url": receiver.url,
+        "outcome": "delivered",
+        "attempt": 1,
+        "status_code": 200,
+        "error": None,
+        "at": record.at,
+        "duplicate": False,
+    }
+
+
+def test_callbacks_go_to_loopback_hosts_only(api: httpx.Client, emulator: Emulator) -> None:
+    task_id = submit(api, callback_body("https://example.com/h"))
+    [record] = settled(emulator)
+    assert (record.task_id, record.outcome, record.attempt) == (task_id, "refused", None)
+    assert "loopback" in (record.error or "")
+
+
+def test_failed_callback_is_retried_with_growing_delays_until_200(
+    api: httpx.Client, emulator: Emulator
+) -> None:
+    emulator.settings.callback_retry_delays = (0.1, 0.3, 0.6)
+    with ScriptedReceiver((503, 0), (500, 0)) as receiver:
+        task_id = submit(api, callback_body(receiver.url))
+        records = settled(emulator)
+        time.sleep(QUIET)
+    assert [(r.attempt, r.status_code, r.outcome) for r in records] == [
+        (1, 503, "retrying"),
+        (2, 500, "retrying"),
+        (3, 200, "delivered"),
+    ]
+    assert len(receiver.hits) == 3
+    assert all(body["data"]["taskId"] == task_id for _, _, body in receiver.hits)
+    starts = [at for at, _, _ in receiver.hits]
+    first, second = starts[1] - starts[0], starts[2] - starts[1]
+    assert 0.1 <= first < 0.3 <= second < 0.6, (first, second)
+    assert records[0].at < records[1].at < records[2].at
+
+
+def test_a_receiver_that_is_down_is_retried_3_times_then_given_up(
+    api: httpx.Client, emulator: Emulator
+) -> None:
+    task_id = submit(api, callback_body(f"http://127.0.0.1:{free_port()}/hook"))
+    records = settled(emulator)
+    time.sleep(QUIET)
+    assert emulator.callbacks == records, "nothing after giving up"
+    assert [(r.attempt, r.outcome) for r in records] == [
+        (1, "retrying"),
+        (2, "retrying"),
+        (3, "retrying"),
+        (4, "gave_up"),
+    ]
+    assert all((r.task_id, r.status_code, r.error) == (task_id, None, "ConnectError") for r in records)
+
+
+def test_a_receiver_slower_than_the_timeout_has_failed(api: httpx.Client, emulator: Emulator) -> None:
+    emulator.settings.callback_timeout_seconds = 0.2
+    with ScriptedReceiver((200, 0.5)) as receiver:
+        submit(api, callback_body(receiver.url))
+        records = settled(emulator)
+    assert [(r.attempt, r.status_code, r.outcome) for r in records] == [
+        (1, None, "retrying"),
+        (2, 200, "delivered"),
+    ]
+    assert records[0].error == "no answer within 0.2 s"
+    assert len(receiver.hits) == 2
+
+
+def test_apixo_timing_is_the_default() -> None:
+    settings = EmulatorSettings()
+    assert (settings.callback_timeout_seconds, settings.callback_retry_delays) == (30.0, (1.0, 2.0, 4.0))
+
+
+def test_drop_loses_the_next_deliveries_unsent(
+    api: httpx.Client, admin: EmulatorAdmin, emulator: Emulator
+) -> None:
+    admin.fault_callbacks(drop=2)
+    with ScriptedReceiver() as receiver:
+        lost = [submit(api, callback_body(receiver.url, f"lost {n}")) for n in range(2)]
+        settled(emulator, deliveries=2)
+        kept = submit(api, callback_body(receiver.url))
+        records = settled(emulator, deliveries=3)
+        time.sleep(QUIET)
+    assert sorted((r.task_id, r.outcome, r.attempt) for r in records[:2]) == sorted(
+        (task_id, "dropped", None) for task_id in lost
+    )
+    assert (records[2].task_id, records[2].outcome) == (kept, "delivered")
+    assert [body["data"]["taskId"] for _, _, body in receiver.hits] == [kept]
+
+
+def test_delay_holds_every_first_attempt_until_set_to_0(
+    api: httpx.Client, admin: EmulatorAdmin, emulator: Emulator
+) -> None:
+    admin.fault_callbacks(delay_seconds=0.5)
+    with ScriptedReceiver() as receiver:
+        held = [submit(api, callback_body(receiver.url, f"held {n}")) for n in range(2)]
+        settled(emulator, deliveries=2)
+        admin.fault_callbacks(delay_seconds=0)
+        prompt = submit(api, callback_body(receiver.url, "prompt"))
+        settled(emulator, deliveries=3)
+    hit_at = {body["data"]["taskId"]: at for at, _, body in receiver.hits}
+    for task_id in held:
+        assert 0.5 <= hit_at[task_id] - ends_at(emulator, task_id) < 1.5
+    assert hit_at[prompt] - ends_at(emulator, prompt) < 0.4
+    assert len(receiver.hits) == 3
+
+
+def test_duplicate_posts_the_next_deliveries_twice(
+    api: httpx.Client, admin: EmulatorAdmin, emulator: Emulator
+) -> None:
+    admin.fault_callbacks(duplicate=1)
+    with ScriptedReceiver((503, 0)) as receiver:
+        doubled = submit(api, callback_body(receiver.url))
+        settled(emulator, deliveries=2)
+        single = submit(api, callback_body(receiver.url))
+        records = settled(emulator, deliveries=3)
+        time.sleep(QUIET)
+    assert [(r.task_id, r.attempt, r.outcome, r.duplicate) for r in records] == [
+        (doubled, 1, "retrying", False),
+        (doubled, 2, "delivered", False),
+        (doubled, 1, "delivered", True),
+        (single, 1, "delivered", False),
+    ]
+    bodies = [body for _, _, body in receiver.hits]
+    assert bodies[1] == bodies[2] and bodies[1]["data"]["taskId"] == doubled
+    assert len(bodies) == 4
+
+
+def test_callback_faults_are_checked_and_cleared_by_reset(
+    api: httpx.Client, raw: httpx.Client, admin: EmulatorAdmin, emulator: Emulator
+) -> None:
+    for bad in ({"drop": -1}, {"delay_seconds": -0.1}, {"duplicate": 1.5}, {"typo": 1}):
+        assert raw.post("/_emulator/faults", json={"callbacks": bad}).status_code == 422
+    with pytest.raises(ValueError, match="negative"):
+        emulator.fault_callbacks(drop=-1)
+    admin.fault_callbacks(drop=3, delay_seconds=30, duplicate=3)
+    admin.reset()
+    with ScriptedReceiver() as receiver:
+        task_id = submit(api, callback_body(receiver.url))
+        [record] = settled(emulator, timeout=2)
+        time.sleep(QUIET)
+    assert (record.task_id, record.outcome, record.duplicate) == (task_id, "delivered", False)
+    assert len(receiver.hits) == 1
+
+
+def test_reset_stops_deliveries_in_flight(api: httpx.Client, emulator: Emulator) -> None:
+    emulator.settings.callback_retry_delays = (0.3, 0.3, 0.3)
+    with ScriptedReceiver((503, 0)) as receiver:
+        submit(api, callback_body(receiver.url))
+        deadline = time.monotonic() + 3
+        while not emulator.callbacks and time.monotonic() < deadline:
+            time.sleep(0.02)
+        emulator.reset()
+        time.sleep(0.6)
+    assert emulator.callbacks == []
+    assert len(receiver.hits) == 1
+
+
+def test_callback_settings_are_patched_and_shown(raw: httpx.Client, emulator: Emulator) -> None:
+    patch = {"callback_retry_delays": [0.01, 0.02], "callback_timeout_seconds": 1.5}
+    answer = raw.patch("/_emulator/settings", json=patch)
+    assert answer.status_code == 200
+    assert (answer.json()["callback_retry_delays"], answer.json()["callback_timeout_seconds"]) == (
+        [0.01, 0.02],
+        1.5,
+    )
+    assert emulator.settings.callback_retry_delays == (0.01, 0.02)
+    for bad in ({"callback_retry_delays": [-1]}, {"callback_timeout_seconds": 0}):
+        assert raw.patch("/_emulator/settings", json=bad).status_code == 422
 
 
 # --- images, server and CLI -----------------------------------------------------------------------
