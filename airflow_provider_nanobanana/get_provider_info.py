@@ -87,6 +87,14 @@ def get_provider_info() -> dict[str, Any]:
                         "description": "redis://host:6379/0 shares the budget between processes.",
                         "schema": {"type": ["string", "null"]},
                     },
+                    "callback_base_url": {
+                        "label": "Callback base URL",
+                        "description": (
+                            "The public https URL of this Airflow's api-server: APIXO's webhook then "
+                            "wakes deferred tasks (route /nanobanana/callback). Empty: poll only."
+                        ),
+                        "schema": {"type": ["string", "null"]},
+                    },
                     "max_in_flight": {
                         "label": "Requests in flight at most",
                         "schema": {

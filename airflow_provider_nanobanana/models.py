@@ -367,9 +367,12 @@ def _check_callback(request_type: str | None, callback_url: str | None) -> str |
         return None
     if request_type == "async":
         raise ApixoInputError("callback_url", "must not be set when request_type is 'async'")
-    parts = urlsplit(check_http_url("callback_url", callback_url))
+    return check_webhook_url("callback_url", callback_url)
+
+
+def check_webhook_url(field: str, url: Any) -> str:
+    """A URL APIXO may call: https, or http on this machine (the emulator, local tests)."""
+    parts = urlsplit(check_http_url(field, url))
     if parts.scheme != "https" and parts.hostname not in _LOOPBACK_HOSTS:
-        raise ApixoInputError(
-            "callback_url", f"must be an https URL (http only on localhost); got {callback_url!r}"
-        )
-    return callback_url
+        raise ApixoInputError(field, f"must be an https URL (http only on localhost); got {url!r}")
+    return str(url)

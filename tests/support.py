@@ -7,6 +7,7 @@ import json
 import socket
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import TYPE_CHECKING, Any
@@ -80,6 +81,7 @@ class FakeTaskInstance:
     """The task instance as operators and sensors use it: identity, XCom and the try number."""
 
     def __init__(self, try_number: int = 1, map_index: int = -1) -> None:
+        self.id = uuid.uuid4()
         self.dag_id = "covers"
         self.run_id = "manual__2026-11-26T00:00:00+00:00"
         self.task_id = "generate"

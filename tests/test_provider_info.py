@@ -48,6 +48,7 @@ def test_connection_form() -> None:
     assert (budget["minimum"], budget["maximum"]) == (1, 10_000)
     assert connection["conn-fields"]["rate_limit_storage"]["schema"]["type"] == ["string", "null"]
     assert connection["conn-fields"]["max_in_flight"]["schema"]["minimum"] == 1
+    assert connection["conn-fields"]["callback_base_url"]["schema"]["type"] == ["string", "null"]
 
 
 def test_literals_agree_with_the_api_module() -> None:
@@ -76,3 +77,14 @@ def test_airflow_lists_the_provider_and_its_connection_type() -> None:
     apixo = [hook for hook in json.loads(hooks.stdout) if hook["connection_type"] == "apixo"]
     assert apixo and apixo[0]["class"] == "airflow_provider_nanobanana.hooks.apixo.ApixoHook"
     assert "airflow_provider_nanobanana.links.GeneratedImageLink" in links.stdout
+
+
+def test_airflow_loads_the_callback_route_plugin() -> None:
+    """Callback mode's webhook route reaches the api-server through the ``airflow.plugins`` entry point."""
+    airflow = str(Path(sys.executable).parent / "airflow")
+
+    listed = subprocess.run([airflow, "plugins", "-o", "json"], capture_output=True, text=True, check=True)
+
+    (plugin,) = [plugin for plugin in json.loads(listed.stdout) if plugin["name"] == "nanobanana_callbacks"]
+    (app,) = plugin["fastapi_apps"]
+    assert app["url_prefix"] == "/nanobanana"

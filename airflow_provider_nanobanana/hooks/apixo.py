@@ -29,6 +29,7 @@ from airflow.sdk.log import mask_secret
 from tenacity import AsyncRetrying, Retrying, retry_if_exception, stop_after_attempt, stop_before_delay
 
 from airflow_provider_nanobanana import __version__
+from airflow_provider_nanobanana.callbacks import check_callback_base_url
 from airflow_provider_nanobanana.exceptions import (
     ApixoApiError,
     ApixoAuthError,
@@ -115,6 +116,7 @@ class ConnectionSettings:
     requests_per_minute: int = DEFAULT_REQUESTS_PER_MINUTE
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     rate_limit_storage: str | None = field(default=None, repr=False)
+    callback_base_url: str | None = None
 
     @classmethod
     def from_connection(cls, conn: Connection, timeout: float | None = None) -> ConnectionSettings:
@@ -137,6 +139,7 @@ class ConnectionSettings:
                 "extra.max_in_flight", _given(extra.get("max_in_flight"), DEFAULT_MAX_IN_FLIGHT), maximum=1000
             ),
             rate_limit_storage=_storage_uri(extra.get("rate_limit_storage")),
+            callback_base_url=_callback_base_url(extra.get("callback_base_url")),
         )
 
     @property
@@ -191,6 +194,11 @@ def _storage_uri(value: Any) -> str | None:
     return value
 
 
+def _callback_base_url(value: Any) -> str | None:
+    """``callback_base_url``: where APIXO reaches the api-server's webhook route; empty to poll."""
+    return check_callback_base_url(value, "extra.callback_base_url") if value else None
+
+
 def _request_timeout(value: Any) -> float:
     """The ``timeout`` extra: the UI may store it as text."""
     with contextlib.suppress(TypeError, ValueError):
@@ -221,7 +229,8 @@ class ApixoHook(BaseHook):
     :param apixo_conn_id: the ``apixo`` connection: base URL in host, API key in password, extras
         ``provider`` (default routing), ``timeout`` (seconds per request), ``requests_per_minute``
         (this process's budget for the key), ``max_in_flight`` (requests sent at once) and
-        ``rate_limit_storage`` (a Redis URL that shares the budget between processes).
+        ``rate_limit_storage`` (a Redis URL that shares the budget between processes) and
+        ``callback_base_url`` (the api-server's public URL: APIXO's webhook wakes deferred tasks).
     :param retry_policy: how transient failures are retried.
     :param timeout: per-request timeout in seconds, overriding the connection's.
     """

@@ -7,12 +7,21 @@ import time
 from contextlib import contextmanager
 from datetime import timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.sdk import Asset, BaseOperator
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException, AirflowTaskTimeout
+from airflow.sdk.log import mask_secret
 
+from airflow_provider_nanobanana.callbacks import (
+    CALLBACK_STATUS,
+    DEFAULT_CALLBACK_POLL_INTERVAL,
+    CallbackTicket,
+    check_callback_base_url,
+    mint_ticket,
+)
 from airflow_provider_nanobanana.exceptions import (
+    ApixoError,
     ApixoInputError,
     ApixoNotFoundError,
     ApixoStorageError,
@@ -87,8 +96,9 @@ class NanoBananaGenerateOperator(BaseOperator):
     :param aspect_ratio: one of ``1:1 4:3 3:4 3:2 2:3 4:5 5:4 9:16 16:9 21:9 auto``.
     :param output_format: ``png`` or ``jpeg`` (always sent: the API's docs disagree on the default).
     :param provider: routing ``auto``, ``value`` or ``official``; None uses the connection's default.
-    :param callback_url: when set, the task is submitted in callback (webhook) mode; the operator
-        still waits by polling.
+    :param callback_url: APIXO's webhook goes to this endpoint of your own (callback mode); the
+        operator still waits by polling. For the webhook to wake this task, use
+        ``callback_base_url`` instead.
     :param request_type: ``async`` or ``callback``; inferred from ``callback_url`` when None.
     :param apixo_conn_id: the ``apixo`` connection.
     :param wait_for_completion: wait for the images (default) or return the task id at once.
@@ -100,6 +110,11 @@ class NanoBananaGenerateOperator(BaseOperator):
     :param reattach: a later try waits for the task an earlier try submitted (default). False
         submits a new task on every try (a fresh image each time); a wait that ends without an
         outcome then fails for good instead of letting a retry pay a second time.
+    :param callback_base_url: the api-server's public URL (default: the connection's extra
+        ``callback_base_url``). When set and the wait is deferred, each try mints a secret webhook
+        URL under it; APIXO's webhook then wakes the task within a second, and the trigger polls
+        only every ``callback_poll_interval`` in case a webhook is lost. Templated.
+    :param callback_poll_interval: in callback mode, the polling net's interval (default 60 s).
     :param output_path: where to store the result images (a local directory, ``file://``,
         ``s3://conn_id@bucket/prefix/``, ... or an ``ObjectStoragePath``). Templated.
     :param max_image_bytes: a result image larger than this fails the download (default 100 MiB).
@@ -120,6 +135,7 @@ class NanoBananaGenerateOperator(BaseOperator):
         "output_format",
         "provider",
         "callback_url",
+        "callback_base_url",
         "request_type",
         "apixo_conn_id",
         "output_path",
@@ -137,6 +153,8 @@ class NanoBananaGenerateOperator(BaseOperator):
         output_format: str = "png",
         provider: str | None = None,
         callback_url: str | None = None,
+        callback_base_url: str | None = None,
+        callback_poll_interval: timedelta | float = DEFAULT_CALLBACK_POLL_INTERVAL,
         request_type: str | None = None,
         apixo_conn_id: str = ApixoHook.default_conn_name,
         wait_for_completion: bool = True,
@@ -159,6 +177,13 @@ class NanoBananaGenerateOperator(BaseOperator):
         self.output_format = output_format
         self.provider = provider
         self.callback_url = callback_url
+        if callback_base_url and not (deferrable and wait_for_completion):
+            rule = "needs deferrable=True and wait_for_completion=True: the webhook wakes a deferred task"
+            raise ApixoInputError("callback_base_url", rule)
+        self.callback_base_url = callback_base_url
+        self.callback_poll_interval = check_seconds(
+            "callback_poll_interval", callback_poll_interval, minimum=1
+        )
         self.request_type = request_type
         self.apixo_conn_id = apixo_conn_id
         self.wait_for_completion = wait_for_completion
@@ -187,14 +212,18 @@ class NanoBananaGenerateOperator(BaseOperator):
         request = self._validated_request()
         if self.output_path is not None:
             prepared_location(self.output_path)
+        callback_base_url = self._callback_base_url(request)
         record = self._record(context)
         fingerprint = request_fingerprint(self.model, request.task_input(), request.provider)
         try:
             with self._content_violation_policy():
                 reattached = self._reattached(record, fingerprint)
+                ticket = None
                 if reattached is None:
-                    submission, ended = self._submitted(request, record, fingerprint), None
-                else:
+                    if callback_base_url is not None:
+                        ticket = mint_ticket(callback_base_url, str(context["ti"].id))
+                    submission, ended = self._submitted(request, record, fingerprint, ticket), None
+                else:  # APIXO calls the earlier try's URL: this try relies on polling
                     submission, ended = reattached
                 with self._paid_for(submission.task_id, record):
                     context["ti"].xcom_push(key=XCOM_TASK_ID_KEY, value=submission.task_id)
@@ -202,28 +231,16 @@ class NanoBananaGenerateOperator(BaseOperator):
                         return submission.task_id
                     if ended is not None:
                         return self._finish(ended, context)
-                    return self._wait(submission, context)
+                    return self._wait(submission, context, ticket)
         finally:
             self.hook.close()
 
-    def _wait(self, submission: Submission, context: Context) -> Any:
+    def _wait(self, submission: Submission, context: Context, ticket: CallbackTicket | None = None) -> Any:
         """Defer, or poll here; either way ``initial_delay`` counts from the submission."""
         end_time = time.time() + self.timeout
         if self.deferrable:
-            self.defer(
-                trigger=NanoBananaTaskTrigger(
-                    apixo_task_id=submission.task_id,
-                    end_time=end_time,
-                    model=self.model,
-                    apixo_conn_id=self.apixo_conn_id,
-                    poll_interval=self.poll_interval,
-                    initial_delay=self.initial_delay,
-                    max_consecutive_errors=self.max_consecutive_errors,
-                    submitted_at=submission.submitted_at,
-                ),
-                method_name=self.execute_complete.__name__,
-                timeout=timedelta(seconds=self.timeout) + DEFER_TIMEOUT_GRACE,
-            )
+            token_sha256 = None if ticket is None else ticket.token_sha256
+            self._defer(submission.task_id, submission.submitted_at, end_time, token_sha256)
         outcome = self.hook.wait_for_task(
             self.model,
             submission.task_id,
@@ -243,9 +260,64 @@ class NanoBananaGenerateOperator(BaseOperator):
         finally:
             self.hook.close()
 
-    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
-        """Resume after the trigger's event; everything needed is in the event itself."""
+    def _defer(
+        self, task_id: str, submitted_at: float, end_time: float, callback_token_sha256: str | None
+    ) -> NoReturn:
+        """Wait in the triggerer; in callback mode its polling is only the net for a lost webhook."""
+        callback = callback_token_sha256 is not None
+        cadence = self.callback_poll_interval if callback else None
+        self.defer(
+            trigger=NanoBananaTaskTrigger(
+                apixo_task_id=task_id,
+                end_time=end_time,
+                model=self.model,
+                apixo_conn_id=self.apixo_conn_id,
+                poll_interval=cadence or self.poll_interval,
+                initial_delay=cadence or self.initial_delay,
+                max_consecutive_errors=self.max_consecutive_errors,
+                submitted_at=submitted_at,
+                callback_token_sha256=callback_token_sha256,
+            ),
+            method_name=self.execute_complete.__name__,
+            kwargs={"callback": self._callback_state(submitted_at, end_time, callback_token_sha256)}
+            if callback
+            else None,
+            timeout=timedelta(seconds=max(0.0, end_time - time.time())) + DEFER_TIMEOUT_GRACE,
+        )
+
+    def execute_complete(
+        self, context: Context, event: dict[str, Any], callback: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Resume after the trigger's event, or after APIXO's webhook woke the task (``callback``)."""
+        if callback is not None and isinstance(event, dict) and event.get("status") == CALLBACK_STATUS:
+            return self._verified_callback(context, **callback)
         return self._finish(PollOutcome.from_event(event), context)
+
+    @staticmethod
+    def _callback_state(submitted_at: float, end_time: float, token_sha256: str | None) -> dict[str, Any]:
+        """What a webhook-woken task needs to wait again (no secret: the token's hash only)."""
+        return {"submitted_at": submitted_at, "end_time": end_time, "token_sha256": token_sha256}
+
+    def _verified_callback(
+        self, context: Context, submitted_at: float, end_time: float, token_sha256: str
+    ) -> dict[str, Any]:
+        """The webhook says the task ended: believe only a status read; if not over, wait again.
+
+        Waiting again keeps the same token, so APIXO's retries still reach the task.
+        """
+        task_id = context["ti"].xcom_pull(task_ids=self.task_id, key=XCOM_TASK_ID_KEY)
+        try:
+            outcome = final_outcome(self.model, self.hook.get_task_status(self.model, task_id))
+        except ApixoError as error:
+            self.log.warning(
+                "Could not confirm APIXO's webhook for task %s (%s): waiting again", task_id, error
+            )
+            outcome = None
+        if outcome is None:
+            self.log.info("APIXO task %s has not ended yet: waiting for it again", task_id)
+            self._defer(task_id, submitted_at, end_time, token_sha256)
+        self.log.info("Woken by APIXO's webhook; confirmed by a status read")
+        return self._finish(outcome, context)
 
     def _validated_request(self) -> NanoBananaRequest:
         return NanoBananaRequest.validated(
@@ -259,13 +331,32 @@ class NanoBananaGenerateOperator(BaseOperator):
             callback_url=self.callback_url,
         )
 
+    def _callback_base_url(self, request: NanoBananaRequest) -> str | None:
+        """Where this try's webhook goes, if APIXO's webhook is to wake the deferred task."""
+        if request.callback_url is not None:  # APIXO calls the user's own endpoint instead
+            if self.callback_base_url:
+                raise ApixoInputError("callback_base_url", "cannot be combined with callback_url")
+            return None
+        if not (self.deferrable and self.wait_for_completion):
+            return None
+        if self.callback_base_url:
+            return check_callback_base_url(self.callback_base_url)
+        return self.hook.settings.callback_base_url
+
     def _submitted(
-        self, request: NanoBananaRequest, record: SubmissionRecord, fingerprint: str
+        self,
+        request: NanoBananaRequest,
+        record: SubmissionRecord,
+        fingerprint: str,
+        ticket: CallbackTicket | None,
     ) -> Submission:
         """Submit the task and record it before anything else can fail."""
+        if ticket is not None:
+            mask_secret(ticket.token)
         submitted_at = time.time()
+        callback_url = ticket.url if ticket is not None else request.callback_url
         task_id = self.hook.submit_task(
-            self.model, request.task_input(), provider=request.provider, callback_url=request.callback_url
+            self.model, request.task_input(), provider=request.provider, callback_url=callback_url
         )
         submission = Submission(task_id, self.model, submitted_at, fingerprint)
         record.write(submission)

@@ -32,6 +32,8 @@ class NanoBananaTaskTrigger(BaseTrigger):
     :param max_consecutive_errors: failed polls in a row that end the wait with an ``error`` event.
     :param submitted_at: Unix time of the submission; None (as serialised by older versions) means
         when the trigger starts.
+    :param callback_token_sha256: in callback mode, the hash of the webhook URL's token: the
+        plugin's route reads it here to check a call (the trigger itself only polls, rarely).
     """
 
     def __init__(
@@ -45,6 +47,7 @@ class NanoBananaTaskTrigger(BaseTrigger):
         initial_delay: float = 0.0,
         max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS,
         submitted_at: float | None = None,
+        callback_token_sha256: str | None = None,
     ) -> None:
         super().__init__()
         self.apixo_task_id = apixo_task_id
@@ -55,6 +58,7 @@ class NanoBananaTaskTrigger(BaseTrigger):
         self.initial_delay = initial_delay
         self.max_consecutive_errors = max_consecutive_errors
         self.submitted_at = submitted_at
+        self.callback_token_sha256 = callback_token_sha256
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -68,6 +72,7 @@ class NanoBananaTaskTrigger(BaseTrigger):
                 "initial_delay": self.initial_delay,
                 "max_consecutive_errors": self.max_consecutive_errors,
                 "submitted_at": self.submitted_at,
+                "callback_token_sha256": self.callback_token_sha256,
             },
         )
 

@@ -73,6 +73,8 @@ def standalone(e2e_home: Path, emulator_process: EmulatorAdmin, cms: LocalReceiv
             "NANOBANANA_OUTPUT_DIR": str(e2e_home / "output"),
         },
     )
+    # Callback mode: APIXO's webhook goes to this api-server's plugin route.
+    airflow.env["AIRFLOW_CONN_APIXO_CALLBACK"] = apixo_connection(base_url, callback_base_url=airflow.url)
     airflow.home.mkdir()
     airflow.start()
     try:

@@ -42,6 +42,7 @@ def test_serialize_round_trips_ids_and_settings_only() -> None:
         initial_delay=10.0,
         max_consecutive_errors=4,
         submitted_at=1_899_999_990.25,
+        callback_token_sha256="ab" * 32,
     )
 
     path, kwargs = trigger.serialize()
@@ -56,6 +57,7 @@ def test_serialize_round_trips_ids_and_settings_only() -> None:
         "initial_delay": 10.0,
         "max_consecutive_errors": 4,
         "submitted_at": 1_899_999_990.25,
+        "callback_token_sha256": "ab" * 32,
     }
     assert NanoBananaTaskTrigger(**kwargs).serialize() == (path, kwargs)
 
@@ -74,7 +76,7 @@ def test_kwargs_serialised_by_the_first_release_still_load() -> None:
 
     _, kwargs = NanoBananaTaskTrigger(**first_release).serialize()
 
-    assert kwargs == {**first_release, "submitted_at": None}
+    assert kwargs == {**first_release, "submitted_at": None, "callback_token_sha256": None}
 
 
 async def test_success_yields_one_event_with_the_result(emulator: EmulatorServer) -> None:
