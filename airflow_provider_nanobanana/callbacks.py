@@ -2,8 +2,8 @@
 
 The URL is ``<callback_base_url>/nanobanana/callback/<task instance id>?token=<secret>``. The task
 instance id is new for every try, and so is the token; only the token's sha256 leaves the worker
-(in the trigger's kwargs, which Airflow stores as plain JSON). The secret travels as the ``token``
-query parameter because that is a name the api-server's access log masks.
+(in the trigger's kwargs, which Airflow stores as JSON, encrypted only where a Fernet key is set).
+The secret travels as the ``token`` query parameter: a name the api-server's access log masks.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import hmac
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from airflow_provider_nanobanana.exceptions import ApixoInputError
 from airflow_provider_nanobanana.models import check_webhook_url
@@ -42,8 +43,9 @@ class CallbackTicket:
 def check_callback_base_url(value: Any, field: str = "callback_base_url") -> str:
     """The public URL of the api-server: https (http only on loopback), without a query."""
     url = check_webhook_url(field, value).rstrip("/")
-    if "?" in url or "#" in url:
-        raise ApixoInputError(field, f"must not have a query or fragment; got {value!r}")
+    parts = urlsplit(url)
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ApixoInputError(field, f"must have no query, fragment or credentials; got {value!r:.100}")
     return url
 
 

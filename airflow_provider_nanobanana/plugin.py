@@ -8,45 +8,73 @@ API key. Every Airflow component imports this module, so it imports Airflow's DB
 a call comes in.
 
 Answers: 200 when woken, and for duplicates, stale and unknown calls (so APIXO stops retrying);
-403 for a wrong token; 503 while the task has not deferred yet, or deferred less than
-:data:`DEFERRAL_SETTLING` ago (APIXO retries); 413 for a body larger than :data:`MAX_CALLBACK_BYTES`.
+403 for a wrong token; 503 while the task has not deferred yet, deferred less than
+:data:`DEFERRAL_SETTLING` ago, or :data:`MAX_CONCURRENT_WAKES` calls are being checked (APIXO
+retries); 413 for a body larger than :data:`MAX_CALLBACK_BYTES`. Answers name no task state.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import anyio
+import anyio.to_thread
 from airflow.plugins_manager import AirflowPlugin
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
 
 from airflow_provider_nanobanana.callbacks import (
     CALLBACK_PATH,
     CALLBACK_PREFIX,
     CALLBACK_STATUS,
     MAX_CALLBACK_BYTES,
+    TOKEN_PARAM,
     TRIGGER_CLASSPATH,
     token_matches,
 )
+
+log = logging.getLogger(__name__)
+
+_NOT_DEFERRED_YET = frozenset({None, "scheduled", "queued", "running"})
+DEFERRAL_SETTLING = timedelta(seconds=5)
+"""A task woken this soon after deferring may be failed by Airflow 3.3's scheduler, which can still
+be reaping the worker that deferred (apache/airflow#72716): until then, APIXO is asked to call again."""
+MAX_CONCURRENT_WAKES = 8
+"""Calls checked at once, each with a thread and a DB connection: a flood (or a thousand tasks
+ending together) waits for APIXO's retries instead of starving the api-server's shared thread pool."""
+_WAKES = anyio.CapacityLimiter(MAX_CONCURRENT_WAKES)
 
 app = FastAPI(title="APIXO callbacks", docs_url=None, redoc_url=None, openapi_url=None)
 
 
 @app.post(CALLBACK_PATH + "/{ti_id}")
-async def callback(ti_id: str, request: Request, token: str = "") -> JSONResponse:
+async def callback(ti_id: str, request: Request, token: str = Query("", alias=TOKEN_PARAM)) -> JSONResponse:
     body = await _read_body(request)
     if body is None:
         return _answer(413, f"body over {MAX_CALLBACK_BYTES} bytes")
-    status, detail = await run_in_threadpool(wake, ti_id, token, _task_id_of(body))
+    if _WAKES.available_tokens == 0:
+        log.warning(
+            "APIXO callback for %s: %d calls already being checked, asking for a retry",
+            ti_id,
+            MAX_CONCURRENT_WAKES,
+        )
+        return _answer(503, "busy: call again")
+    status, detail = await anyio.to_thread.run_sync(wake, ti_id, token, _task_id_of(body), limiter=_WAKES)
+    log.info("APIXO callback for task instance %s: %d %s", ti_id, status, detail)
     return _answer(status, detail)
 
 
 def wake(ti_id: str, token: str, apixo_task_id: str | None) -> tuple[int, str]:
-    """Wake the task instance if it waits on our trigger for this task; (HTTP status, why)."""
+    """Wake the task instance if it waits on our trigger for this task; (HTTP status, why).
+
+    On databases with row locks the task instance's row is locked; the triggerer's own event (the
+    polling net firing at the same moment) can still land too, and the task then resumes once
+    either way, on ``execute_complete``.
+    """
     from airflow.models.taskinstance import TaskInstance
     from airflow.models.trigger import handle_event_submit
     from airflow.triggers.base import TriggerEvent
@@ -56,35 +84,33 @@ def wake(ti_id: str, token: str, apixo_task_id: str | None) -> tuple[int, str]:
     try:
         key = uuid.UUID(ti_id)
     except ValueError:
-        return 200, "unknown task instance"
+        return 200, "ignored"
     with create_session() as session:  # committed before the answer
         ti = session.get(TaskInstance, key, with_for_update={"of": TaskInstance})
         if ti is None:
-            return 200, "unknown task instance"
+            return 200, "ignored"
         if ti.state != TaskInstanceState.DEFERRED:
             if ti.next_method is None and ti.state in _NOT_DEFERRED_YET:
-                return 503, "not deferred yet: call again"
-            return 200, f"not waiting ({ti.state})"
+                return 503, "not ready: call again"
+            return 200, "ignored"
         trigger = ti.trigger
         if trigger is None or trigger.classpath != TRIGGER_CLASSPATH:
-            return 200, "not waiting for an APIXO callback"
+            return 200, "ignored"
         kwargs = trigger.kwargs
         expected = kwargs.get("callback_token_sha256")
         if not expected or not token_matches(token, expected):
             return 403, "wrong token"
         if apixo_task_id != kwargs.get("apixo_task_id"):
-            return 200, "another APIXO task"
+            log.warning(
+                "APIXO callback with a valid token names task %r, not %r: ignored",
+                apixo_task_id,
+                kwargs.get("apixo_task_id"),
+            )
+            return 200, "ignored"
         if datetime.now(UTC) - trigger.created_date < DEFERRAL_SETTLING:
-            return 503, "deferral still settling: call again"
-        event = {"status": CALLBACK_STATUS, "apixo_task_id": apixo_task_id, "model": kwargs.get("model")}
-        handle_event_submit(TriggerEvent(event), task_instance=ti, session=session)
+            return 503, "not ready: call again"
+        handle_event_submit(TriggerEvent({"status": CALLBACK_STATUS}), task_instance=ti, session=session)
     return 200, "woken"
-
-
-_NOT_DEFERRED_YET = frozenset({None, "scheduled", "queued", "running", "restarting"})
-DEFERRAL_SETTLING = timedelta(seconds=3)
-"""A task woken this soon after deferring may be failed by Airflow 3.3's scheduler, which can still
-be reaping the worker that deferred (apache/airflow#72716): until then, APIXO is asked to call again."""
 
 
 async def _read_body(request: Request) -> bytes | None:
@@ -92,12 +118,12 @@ async def _read_body(request: Request) -> bytes | None:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_CALLBACK_BYTES:
         return None
-    body = b""
+    body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_CALLBACK_BYTES:
             return None
-    return body
+    return bytes(body)
 
 
 def _task_id_of(body: bytes) -> str | None:

@@ -63,6 +63,7 @@ def test_only_the_right_token_matches() -> None:
         "ftp://airflow.example.com",
         "airflow.example.com",
         "https://a.example/?x=1",
+        "https://user:pw@a.example",
     ],
 )
 def test_the_base_url_must_be_https_or_local_without_a_query(value: str) -> None:
@@ -141,6 +142,29 @@ def test_the_operator_can_name_its_own_callback_base_url(emulator_admin: Emulato
     assert task["callback_url"].startswith("https://airflow.example.com/nanobanana/callback/")
 
 
+def test_a_task_can_turn_callback_mode_off(callback_connection: str, emulator_admin: EmulatorAdmin) -> None:
+    _, trigger_kwargs = deferred(
+        operator(apixo_conn_id=callback_connection, request_type="async"), FakeTaskInstance()
+    ).trigger.serialize()
+
+    (task,) = emulator_admin.tasks()
+    assert task["request_type"] == "async"
+    assert trigger_kwargs["callback_token_sha256"] is None
+
+
+def test_a_task_with_its_own_endpoint_sends_the_webhook_there(
+    callback_connection: str, emulator_admin: EmulatorAdmin
+) -> None:
+    own = "https://hooks.example/apixo"
+    _, trigger_kwargs = deferred(
+        operator(apixo_conn_id=callback_connection, callback_url=own), FakeTaskInstance()
+    ).trigger.serialize()
+
+    (task,) = emulator_admin.tasks()
+    assert (task["request_type"], task["callback_url"]) == ("callback", own)
+    assert trigger_kwargs["callback_token_sha256"] is None
+
+
 def test_without_a_deferral_the_task_polls(callback_connection: str, emulator_admin: EmulatorAdmin) -> None:
     op = operator(apixo_conn_id=callback_connection, deferrable=False, initial_delay=0.1, poll_interval=0.1)
 
@@ -206,7 +230,9 @@ def test_a_webhook_is_believed_only_after_a_status_read(
 
     with pytest.raises(TaskDeferred) as again:  # the webhook came early (or lied): wait again
         op.resume_execution("execute_complete", {"event": woken, **deferral.kwargs}, context)  # type: ignore[arg-type]
-    assert again.value.trigger.serialize() == deferral.trigger.serialize()
+    _, polling_again = again.value.trigger.serialize()
+    usual_cadence = {"poll_interval": op.poll_interval, "initial_delay": op.initial_delay}
+    assert polling_again == {**trigger_kwargs, **usual_cadence}  # APIXO will not call twice
     assert emulator_admin.request_count(*STATUS_READS) == 1
     assert RECORD_KEY in context["task_state_store"].values
 
@@ -232,4 +258,12 @@ def test_the_route_refuses_a_body_over_the_limit() -> None:
 def test_the_route_ignores_a_call_that_names_no_task_instance() -> None:
     answer = TestClient(plugin.app).post("/callback/not-a-uuid", params={"token": "t"}, json={})
 
-    assert (answer.status_code, answer.json()) == (200, {"detail": "unknown task instance"})
+    assert (answer.status_code, answer.json()) == (200, {"detail": "ignored"})
+
+
+def test_the_route_counts_a_body_that_declares_no_length() -> None:
+    chunks = iter([b"x" * MAX_CALLBACK_BYTES, b"x"])
+
+    answer = TestClient(plugin.app).post("/callback/x", params={"token": "t"}, content=chunks)
+
+    assert answer.status_code == 413

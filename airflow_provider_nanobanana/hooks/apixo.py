@@ -228,7 +228,7 @@ class ApixoHook(BaseHook):
 
     :param apixo_conn_id: the ``apixo`` connection: base URL in host, API key in password, extras
         ``provider`` (default routing), ``timeout`` (seconds per request), ``requests_per_minute``
-        (this process's budget for the key), ``max_in_flight`` (requests sent at once) and
+        (this process's budget for the key), ``max_in_flight`` (requests sent at once),
         ``rate_limit_storage`` (a Redis URL that shares the budget between processes) and
         ``callback_base_url`` (the api-server's public URL: APIXO's webhook wakes deferred tasks).
     :param retry_policy: how transient failures are retried.

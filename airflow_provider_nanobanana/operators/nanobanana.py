@@ -261,11 +261,21 @@ class NanoBananaGenerateOperator(BaseOperator):
             self.hook.close()
 
     def _defer(
-        self, task_id: str, submitted_at: float, end_time: float, callback_token_sha256: str | None
+        self,
+        task_id: str,
+        submitted_at: float,
+        end_time: float,
+        callback_token_sha256: str | None,
+        *,
+        webhook_expected: bool = True,
     ) -> NoReturn:
-        """Wait in the triggerer; in callback mode its polling is only the net for a lost webhook."""
+        """Wait in the triggerer; in callback mode its polling is only the net for a lost webhook.
+
+        Once a webhook has come but the task had not ended (APIXO lagging, a read failing), the
+        trigger polls at the usual cadence again: APIXO will not call a second time.
+        """
         callback = callback_token_sha256 is not None
-        cadence = self.callback_poll_interval if callback else None
+        cadence = self.callback_poll_interval if callback and webhook_expected else None
         self.defer(
             trigger=NanoBananaTaskTrigger(
                 apixo_task_id=task_id,
@@ -314,8 +324,8 @@ class NanoBananaGenerateOperator(BaseOperator):
             )
             outcome = None
         if outcome is None:
-            self.log.info("APIXO task %s has not ended yet: waiting for it again", task_id)
-            self._defer(task_id, submitted_at, end_time, token_sha256)
+            self.log.info("APIXO task %s has not ended yet: polling it again", task_id)
+            self._defer(task_id, submitted_at, end_time, token_sha256, webhook_expected=False)
         self.log.info("Woken by APIXO's webhook; confirmed by a status read")
         return self._finish(outcome, context)
 
@@ -337,7 +347,7 @@ class NanoBananaGenerateOperator(BaseOperator):
             if self.callback_base_url:
                 raise ApixoInputError("callback_base_url", "cannot be combined with callback_url")
             return None
-        if not (self.deferrable and self.wait_for_completion):
+        if not (self.deferrable and self.wait_for_completion) or self.request_type == "async":
             return None
         if self.callback_base_url:
             return check_callback_base_url(self.callback_base_url)

@@ -34,6 +34,9 @@ class NanoBananaTaskTrigger(BaseTrigger):
         when the trigger starts.
     :param callback_token_sha256: in callback mode, the hash of the webhook URL's token: the
         plugin's route reads it here to check a call (the trigger itself only polls, rarely).
+
+    It has no ``on_kill`` on purpose: when a webhook wakes the task, Airflow cancels this trigger as
+    if a user had (and logs so), and nothing remote may happen then.
     """
 
     def __init__(

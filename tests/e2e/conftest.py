@@ -88,5 +88,7 @@ def standalone(e2e_home: Path, emulator_process: EmulatorAdmin, cms: LocalReceiv
 def emulator_admin(emulator_process: EmulatorAdmin) -> EmulatorAdmin:
     """The e2e emulator, reset for this test."""
     emulator_process.reset()
-    emulator_process.configure(generation_seconds=2, pending_seconds=0.5, latency_seconds=0)
+    emulator_process.configure(
+        generation_seconds=2, pending_seconds=0.5, latency_seconds=0, callback_retry_delays=[1, 2, 4]
+    )
     return emulator_process

@@ -62,9 +62,12 @@ def token_of(task: dict[str, Any]) -> str:
 def test_the_webhook_wakes_the_task_within_two_seconds_with_one_status_read(
     standalone: Standalone, emulator_admin: EmulatorAdmin
 ) -> None:
-    run_id = start(standalone, "a kite [emulator:seconds=4]")
+    emulator_admin.fault_callbacks(duplicate=1)  # APIXO may deliver twice: the second changes nothing
+    run_id = start(standalone, "a kite [emulator:seconds=10]")  # past the route's 5 s of settling
 
     assert standalone.wait_for_run(DAG_ID, run_id) == "success"
+    wait_until("the duplicate delivered", lambda: len(emulator_admin.callbacks()) == 2, timeout=30)
+    assert [call["status_code"] for call in emulator_admin.callbacks()] == [200, 200]
     result = standalone.xcom(DAG_ID, run_id, "generate")
     ended = datetime.fromisoformat(standalone.task_instance(DAG_ID, run_id, "generate")["end_date"])
     assert ended.timestamp() - result["complete_time"] / 1000 < 2
@@ -79,7 +82,7 @@ def test_the_webhook_wakes_the_task_within_two_seconds_with_one_status_read(
 def test_a_forged_call_is_refused_a_true_one_is_verified_and_a_replay_ignored(
     standalone: Standalone, emulator_admin: EmulatorAdmin
 ) -> None:
-    run_id = start(standalone, "a kite [emulator:seconds=12]")
+    run_id = start(standalone, "a kite [emulator:seconds=30]")
     ti = deferred_task(standalone, run_id)
     (task,) = emulator_admin.tasks()
 
@@ -105,7 +108,7 @@ def test_a_forged_call_is_refused_a_true_one_is_verified_and_a_replay_ignored(
     replay = post_callback(standalone, ti["id"], token_of(task), task["id"])
     assert replay.status_code == 200
     assert standalone.task_instance(DAG_ID, run_id, "generate")["state"] == "success"
-    assert emulator_admin.request_count(*STATUS_READS) == reads == 2
+    assert emulator_admin.request_count(*STATUS_READS) == reads  # nothing read for the replay
     assert emulator_admin.submissions() == 1
 
 
@@ -113,15 +116,18 @@ def test_a_webhook_before_the_task_defers_is_answered_503_and_apixos_retry_wakes
     standalone: Standalone, emulator_admin: EmulatorAdmin
 ) -> None:
     """The task ends while the worker still waits for the submission's answer: the webhook is early."""
-    emulator_admin.configure(generation_seconds=0, pending_seconds=0, latency_seconds=1.5)
+    emulator_admin.configure(
+        generation_seconds=0, pending_seconds=0, latency_seconds=1.5, callback_retry_delays=[2, 4, 8]
+    )
 
     run_id = start(standalone, "a kite")
 
-    assert standalone.wait_for_run(DAG_ID, run_id) == "success"
-    attempts = [(call["attempt"], call["status_code"]) for call in emulator_admin.callbacks()]
+    state = standalone.wait_for_run(DAG_ID, run_id)
+    calls = emulator_admin.callbacks()
+    assert state == "success", f"{calls}\n{standalone.task_log(DAG_ID, run_id, 'generate')}"
+    attempts = [(call["attempt"], call["status_code"]) for call in calls]
     assert attempts[0] == (1, 503)
     assert attempts[-1][1] == 200
-    assert emulator_admin.request_count(*STATUS_READS) == 1
 
 
 def test_lost_webhooks_are_made_up_for_by_the_polling_net(
@@ -142,7 +148,9 @@ def test_the_webhook_token_is_in_no_file_airflow_wrote(
     """Only its hash is kept (in the trigger's kwargs, deleted with the trigger); the api-server's access
     log masks the ``token`` parameter."""
     run_id = start(standalone, "a kite [emulator:seconds=2]")
-    assert standalone.wait_for_run(DAG_ID, run_id) == "success"
+    state = standalone.wait_for_run(DAG_ID, run_id)
+    calls = emulator_admin.callbacks()
+    assert state == "success", f"{calls}\n{standalone.task_log(DAG_ID, run_id, 'generate')}"
     (task,) = emulator_admin.tasks()
     token = token_of(task).encode()
 

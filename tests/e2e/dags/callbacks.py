@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from airflow.sdk import DAG
 
@@ -26,6 +26,10 @@ def _callback_dag(dag_id: str, callback_poll_interval: float) -> DAG:
             apixo_conn_id="apixo_callback",
             callback_poll_interval=callback_poll_interval,
             timeout=120,
+            # As in the examples: Airflow 3.3 may fail a task resumed soon after it deferred
+            # (apache/airflow#72716), whether a trigger or the webhook resumes it; the retry reattaches.
+            retries=1,
+            retry_delay=timedelta(seconds=1),
         )
     return dag
 
