@@ -41,8 +41,9 @@ log = logging.getLogger(__name__)
 
 _NOT_DEFERRED_YET = frozenset({None, "scheduled", "queued", "running"})
 DEFERRAL_SETTLING = timedelta(seconds=5)
-"""A task woken this soon after deferring may be failed by Airflow 3.3's scheduler, which can still
-be reaping the worker that deferred (apache/airflow#72716): until then, APIXO is asked to call again."""
+"""A task woken while the scheduler has not yet read the executor's report on the workload that
+deferred is failed by Airflow 3.3 (apache/airflow#72716). Waiting this long after the deferral makes
+that rarer, not impossible: APIXO is asked to call again meanwhile, and tasks should have retries."""
 MAX_CONCURRENT_WAKES = 8
 """Calls checked at once, each with a thread and a DB connection: a flood (or a thousand tasks
 ending together) waits for APIXO's retries instead of starving the api-server's shared thread pool."""
