@@ -1,4 +1,4 @@
-"""DAGs for the fault drills under ``airflow standalone``; the prompt (emulator markers too) is run conf."""
+"""DAGs for the fault drills and callback mode under ``airflow standalone``; the prompt is run conf."""
 
 from __future__ import annotations
 
@@ -33,3 +33,13 @@ blocking = _drill("e2e_blocking", deferrable=False, retries=1, timeout=120)
 # deferred (apache/airflow#72716); the retry then reattaches, so the drills still see one payment.
 deferred = _drill("e2e_deferred", deferrable=True, retries=1, timeout=120)
 short_wait = _drill("e2e_short_wait", deferrable=True, retries=0, timeout=4)
+
+# Callback mode: ``apixo_callback`` is the emulator with ``callback_base_url`` set to the api-server.
+# Only the webhook can finish this one in time: its polling net would first read after 10 minutes.
+callback = _drill(
+    "e2e_callback", apixo_conn_id="apixo_callback", callback_poll_interval=600, retries=1, timeout=120
+)
+# A polling net fine enough to finish the task soon when the webhook is lost.
+callback_net = _drill(
+    "e2e_callback_net", apixo_conn_id="apixo_callback", callback_poll_interval=3, retries=1, timeout=120
+)
