@@ -339,28 +339,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-# The emulator makes an httpx client for each callback it delivers, and httpx loads the CA bundle
-# into a new TLS context for each one: about 40 ms of CPU on this machine, so (e)'s 60 deliveries a
-# second would need more than its two cores, and the emulator, not the waiting side, would be
-# measured. Deliveries only go to loopback http: here they get a TLS context made once.
-EMULATOR = """
-import ssl, sys, httpx
-from airflow_provider_nanobanana.emulator import cli
-
-class Delivering(httpx.AsyncClient):
-    def __init__(self, **options):
-        super().__init__(verify=CONTEXT, **options)
-
-CONTEXT, httpx.AsyncClient = ssl.create_default_context(), Delivering
-sys.exit(cli.main())
-"""
-
-
 def start_emulator(requests_per_minute: int) -> tuple[subprocess.Popen[str], str]:
     command = [
         sys.executable,
-        "-c",
-        EMULATOR,
+        "-m",
+        "airflow_provider_nanobanana.emulator",
         "--port",
         str(free_port()),
         "--api-key",

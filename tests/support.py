@@ -203,10 +203,13 @@ class EmulatorAdmin:
             rule["fail_msg"] = fail_msg
         self._send("POST", "/faults", {"fail_next_tasks": rule})
 
-    def fault_callbacks(self, drop: int = 0, delay_seconds: float = 0, duplicate: int = 0) -> None:
+    def fault_callbacks(
+        self, drop: int = 0, delay_seconds: float = 0, duplicate: int = 0, forge: int = 0
+    ) -> None:
         """Replace the callback faults: lose the next ``drop`` deliveries, hold every delivery
-        ``delay_seconds`` before its first POST (0 ends that), POST the next ``duplicate`` twice."""
-        faults = {"drop": drop, "delay_seconds": delay_seconds, "duplicate": duplicate}
+        ``delay_seconds`` before its first POST (0 ends that), POST the next ``duplicate`` twice,
+        precede the next ``forge`` with a copy carrying a wrong ``token``."""
+        faults = {"drop": drop, "delay_seconds": delay_seconds, "duplicate": duplicate, "forge": forge}
         self._send("POST", "/faults", {"callbacks": faults})
 
     def inject_http_errors(

@@ -36,7 +36,7 @@ DEFAULT_API_KEY = "apixo-emulator-key"
 Endpoint = Literal["submit", "status", "any"]
 ENDPOINTS: tuple[str, ...] = ("submit", "status", "any")
 RetryAfterFormat = Literal["seconds", "http-date"]
-CallbackOutcome = Literal["delivered", "retrying", "gave_up", "dropped", "refused"]
+CallbackOutcome = Literal["delivered", "retrying", "gave_up", "dropped", "refused", "forged"]
 
 _FAIL_MARKER = re.compile(r"\[emulator:fail=([A-Za-z0-9_.\-]+)\]")
 _SECONDS_MARKER = re.compile(r"\[emulator:seconds=(\d+(?:\.\d+)?)\]")
@@ -160,7 +160,9 @@ class CallbackRecord:
 
     ``outcome``: ``delivered`` (answered 200), ``retrying`` (failed, another attempt follows),
     ``gave_up`` (failed, retries exhausted), ``dropped`` (lost on purpose by the ``callbacks``
-    fault) or ``refused`` (not a loopback URL). Tests read these to see what a receiver was sent.
+    fault), ``refused`` (not a loopback URL) or ``forged`` (the ``forge`` fault's copy with a wrong
+    token, sent once; ``status_code`` is the receiver's answer). Tests read these to see what a
+    receiver was sent.
     """
 
     task_id: str
@@ -185,6 +187,7 @@ class CallbackPlan:
     epoch: int
     """The emulator's reset count: a delivery from before a reset stops and records nothing."""
     dropped: bool = False
+    forged: bool = False
     delay_seconds: float = 0.0
     copies: int = 1
     timeout_seconds: float = 30.0
@@ -198,6 +201,7 @@ class _Faults:
     callback_drop: int = 0
     callback_delay: float = 0.0
     callback_duplicate: int = 0
+    callback_forge: int = 0
 
 
 class Emulator:
@@ -306,18 +310,22 @@ class Emulator:
             rule = HttpErrorRule(status, times, endpoint, seconds, retry_after_format)
             self._faults.http_errors.append(rule)
 
-    def fault_callbacks(self, drop: int = 0, delay_seconds: float = 0.0, duplicate: int = 0) -> None:
+    def fault_callbacks(
+        self, drop: int = 0, delay_seconds: float = 0.0, duplicate: int = 0, forge: int = 0
+    ) -> None:
         """Replace the callback faults: the next ``drop`` deliveries are lost (never POSTed), every
-        delivery waits ``delay_seconds`` before its first attempt (until reset or set to 0), and the
-        next ``duplicate`` deliveries that are sent are POSTed twice. What a receiver must survive."""
-        if drop < 0 or duplicate < 0:
-            raise ValueError("drop and duplicate must not be negative")
+        delivery waits ``delay_seconds`` before its first attempt (until reset or set to 0), the
+        next ``duplicate`` deliveries that are sent are POSTed twice, and the next ``forge`` are
+        preceded by a forged copy (a wrong ``token``). What a receiver must survive."""
+        if min(drop, duplicate, forge) < 0:
+            raise ValueError("drop, duplicate and forge must not be negative")
         if delay_seconds < 0:
             raise ValueError("delay_seconds must not be negative")
         with self._lock:
             self._faults.callback_drop = drop
             self._faults.callback_delay = float(delay_seconds)
             self._faults.callback_duplicate = duplicate
+            self._faults.callback_forge = forge
 
     def reset(self) -> None:
         """Forget tasks, the request log, pending faults and callbacks (settings are kept).
@@ -429,11 +437,14 @@ class Emulator:
             faults = self._faults
             dropped = faults.callback_drop > 0
             doubled = not dropped and faults.callback_duplicate > 0
+            forged = not dropped and faults.callback_forge > 0
             faults.callback_drop -= int(dropped)
             faults.callback_duplicate -= int(doubled)
+            faults.callback_forge -= int(forged)
             return CallbackPlan(
                 epoch=self._epoch,
                 dropped=dropped,
+                forged=forged,
                 delay_seconds=faults.callback_delay,
                 copies=2 if doubled else 1,
                 timeout_seconds=self.settings.callback_timeout_seconds,

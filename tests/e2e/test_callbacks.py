@@ -62,12 +62,15 @@ def token_of(task: dict[str, Any]) -> str:
 def test_the_webhook_wakes_the_task_within_two_seconds_with_one_status_read(
     standalone: Standalone, emulator_admin: EmulatorAdmin
 ) -> None:
-    emulator_admin.fault_callbacks(duplicate=1)  # APIXO may deliver twice: the second changes nothing
+    # A forgery (a wrong token) goes first and wakes nothing; APIXO may deliver twice: the second
+    # changes nothing either.
+    emulator_admin.fault_callbacks(duplicate=1, forge=1)
     run_id = start(standalone, "a kite [emulator:seconds=10]")  # past the route's 5 s of settling
 
     assert standalone.wait_for_run(DAG_ID, run_id) == "success"
-    wait_until("the duplicate delivered", lambda: len(emulator_admin.callbacks()) == 2, timeout=30)
-    assert [call["status_code"] for call in emulator_admin.callbacks()] == [200, 200]
+    wait_until("the duplicate delivered", lambda: len(emulator_admin.callbacks()) == 3, timeout=30)
+    calls = [(call["outcome"], call["status_code"]) for call in emulator_admin.callbacks()]
+    assert calls == [("forged", 403), ("delivered", 200), ("delivered", 200)]
     result = standalone.xcom(DAG_ID, run_id, "generate")
     ended = datetime.fromisoformat(standalone.task_instance(DAG_ID, run_id, "generate")["end_date"])
     assert ended.timestamp() - result["complete_time"] / 1000 < 2

@@ -10,12 +10,14 @@ import time
 from email.utils import parsedate_to_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 from PIL import Image, ImageFont
 
 from airflow_provider_nanobanana.emulator import Emulator, EmulatorServer, EmulatorSettings, cli, create_app
+from airflow_provider_nanobanana.emulator.app import forged_url
 from airflow_provider_nanobanana.emulator.images import _printable, _wrap, image_size, render_image
 from airflow_provider_nanobanana.emulator.validation import ASPECT_RATIOS
 from tests.support import EmulatorAdmin, free_port
@@ -777,14 +779,46 @@ def test_duplicate_posts_the_next_deliveries_twice(
     assert len(bodies) == 4
 
 
+def test_forge_precedes_the_next_deliveries_with_one_copy_carrying_a_wrong_token(
+    api: httpx.Client, admin: EmulatorAdmin, emulator: Emulator
+) -> None:
+    admin.fault_callbacks(forge=1)
+    with ScriptedReceiver((403, 0)) as receiver:
+        forged = submit(api, callback_body(receiver.url))
+        settled(emulator)
+        true = submit(api, callback_body(receiver.url))
+        records = settled(emulator, deliveries=2)
+        time.sleep(QUIET)
+    assert [(r.task_id, r.attempt, r.outcome, r.status_code) for r in records] == [
+        (forged, 1, "forged", 403),  # sent once: a refusal is what the forger gets, not a retry
+        (forged, 1, "delivered", 200),
+        (true, 1, "delivered", 200),
+    ]
+    paths = [urlsplit(path) for _, path, _ in receiver.hits]
+    assert [parse_qs(path.query)["secret"] for path in paths] == [["s"]] * 3
+    assert parse_qs(paths[0].query)["token"][0].startswith("forged-")
+    assert [path.query for path in paths[1:]] == ["secret=s", "secret=s"]
+    assert receiver.hits[0][2] == receiver.hits[1][2]  # the true payload, under a wrong token
+    assert records[0].url.endswith(receiver.hits[0][1])  # the record shows where the forgery went
+
+
+def test_a_forged_url_replaces_the_token_and_keeps_the_rest() -> None:
+    url = "http://127.0.0.1:8080/nanobanana/callback/ti-1?token=right&x=1"
+    forged = urlsplit(forged_url(url))
+    query = parse_qs(forged.query)
+    assert (forged.netloc, forged.path, query["x"]) == ("127.0.0.1:8080", "/nanobanana/callback/ti-1", ["1"])
+    assert query["token"] != ["right"] and len(query["token"]) == 1
+    assert forged_url(url) != forged_url(url)
+
+
 def test_callback_faults_are_checked_and_cleared_by_reset(
     api: httpx.Client, raw: httpx.Client, admin: EmulatorAdmin, emulator: Emulator
 ) -> None:
-    for bad in ({"drop": -1}, {"delay_seconds": -0.1}, {"duplicate": 1.5}, {"typo": 1}):
+    for bad in ({"drop": -1}, {"delay_seconds": -0.1}, {"duplicate": 1.5}, {"forge": -1}, {"typo": 1}):
         assert raw.post("/_emulator/faults", json={"callbacks": bad}).status_code == 422
     with pytest.raises(ValueError, match="negative"):
         emulator.fault_callbacks(drop=-1)
-    admin.fault_callbacks(drop=3, delay_seconds=30, duplicate=3)
+    admin.fault_callbacks(drop=3, delay_seconds=30, duplicate=3, forge=3)
     admin.reset()
     with ScriptedReceiver() as receiver:
         task_id = submit(api, callback_body(receiver.url))
