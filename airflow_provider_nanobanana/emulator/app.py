@@ -225,7 +225,7 @@ async def _post_forged(delivery: _Delivery) -> bool:
     """POST a copy once as an attacker who knows the URL's shape but not its secret would."""
     forged = replace(delivery, url=forged_url(delivery.url))
     at = time.time()
-    status_code, error = await _post_once(forged, delivery.plan.timeout_seconds)
+    status_code, error = await _post_once(forged)
     return forged.record("forged", attempt=1, status_code=status_code, error=error, at=at)
 
 
@@ -245,7 +245,7 @@ async def _post_with_retries(delivery: _Delivery, *, duplicate: bool) -> bool:
         if not delivery.emulator.is_current(plan.epoch):
             return False
         at = time.time()
-        status_code, error = await _post_once(delivery, plan.timeout_seconds)
+        status_code, error = await _post_once(delivery)
         delivered = status_code == 200
         outcome: CallbackOutcome = "delivered" if delivered else "gave_up" if wait is None else "retrying"
         fields = {"attempt": attempt, "status_code": status_code, "error": error, "at": at}
@@ -257,8 +257,9 @@ async def _post_with_retries(delivery: _Delivery, *, duplicate: bool) -> bool:
     return True
 
 
-async def _post_once(delivery: _Delivery, timeout: float) -> tuple[int | None, str | None]:
-    """One POST: the answer's status, or why there was none. ``timeout`` caps the whole exchange."""
+async def _post_once(delivery: _Delivery) -> tuple[int | None, str | None]:
+    """One POST: the answer's status, or why there was none. The plan's timeout caps the exchange."""
+    timeout = delivery.plan.timeout_seconds
     try:
         async with asyncio.timeout(timeout):
             answer = await delivery.client.post(delivery.url, json=delivery.payload, timeout=None)
