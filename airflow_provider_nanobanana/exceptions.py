@@ -22,8 +22,10 @@ class ApixoError(AirflowException):
 class ApixoInputError(ApixoError, AirflowFailException, ValueError):
     """A parameter breaks the API's rules; raised before any HTTP request, and never retried."""
 
-    def __init__(self, field: str, rule: str) -> None:
-        super().__init__(f"Invalid {field}: {rule}")
+    def __init__(self, field: str, rule: str, *, label: str | None = None) -> None:
+        """``field`` is the parameter's name for code; ``label``, when given, names it for people
+        (a connection field as the form shows it)."""
+        super().__init__(f"Invalid {label or field}: {rule}")
         self.field = field
         self.rule = rule
 
@@ -57,7 +59,7 @@ class ApixoBadRequestError(ApixoApiError, AirflowFailException):
 class ApixoAuthError(ApixoApiError):
     """HTTP 401/403: the key is missing, wrong, or not allowed to do this."""
 
-    hint = "Check the API key in the password field of the APIXO connection"
+    hint = "Check the API key field of the APIXO connection"
 
 
 class ApixoInsufficientBalanceError(ApixoApiError):
@@ -69,7 +71,7 @@ class ApixoInsufficientBalanceError(ApixoApiError):
 class ApixoNotFoundError(ApixoApiError):
     """HTTP 404: unknown task id, model or endpoint."""
 
-    hint = "Check the task id, the model id and the connection's base URL"
+    hint = "Check the task id, the model id and the Base URL field of the APIXO connection"
 
 
 class ApixoRateLimitError(ApixoApiError):

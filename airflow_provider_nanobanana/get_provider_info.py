@@ -19,6 +19,58 @@ DEFAULT_REQUESTS_PER_MINUTE = 9_000
 DEFAULT_MAX_IN_FLIGHT = 32
 
 
+CONN_FIELDS: dict[str, dict[str, Any]] = {
+    "provider": {
+        "label": "Default provider routing",
+        "description": "auto: cheapest with failover; value: cheapest; official: direct.",
+        "schema": {"type": ["string", "null"], "default": "auto", "enum": PROVIDERS},
+    },
+    "timeout": {
+        "label": "Request timeout (seconds)",
+        "schema": {"type": ["number", "null"], "default": 30},
+    },
+    "requests_per_minute": {
+        "label": "Requests per minute (this process)",
+        "description": (
+            "This process's share of the key's 10,000 a minute. Divide it between "
+            "processes, or share one budget through Redis below."
+        ),
+        "schema": {
+            "type": ["integer", "null"],
+            "default": DEFAULT_REQUESTS_PER_MINUTE,
+            "minimum": 1,
+            "maximum": APIXO_REQUESTS_PER_MINUTE,
+        },
+    },
+    "rate_limit_storage": {
+        "label": "Shared budget (Redis URL)",
+        "description": "redis://host:6379/0 shares the budget between processes.",
+        "schema": {"type": ["string", "null"]},
+    },
+    "callback_base_url": {
+        "label": "Callback base URL",
+        "description": (
+            "The public https URL of this Airflow's api-server: APIXO's webhook then "
+            "wakes deferred tasks (route /nanobanana/callback). Empty: poll only."
+        ),
+        "schema": {"type": ["string", "null"]},
+    },
+    "max_in_flight": {
+        "label": "Requests in flight at most",
+        "schema": {
+            "type": ["integer", "null"],
+            "default": DEFAULT_MAX_IN_FLIGHT,
+            "minimum": 1,
+            "maximum": 1000,
+        },
+    },
+}
+"""The connection form's extra fields, stored under their bare names in the connection's extra."""
+
+RELABELING = {"host": "Base URL", "password": "API key"}
+"""The form's names for the standard fields the connection uses."""
+
+
 def get_provider_info() -> dict[str, Any]:
     return {
         "package-name": "airflow-provider-nanobanana",
@@ -59,55 +111,10 @@ def get_provider_info() -> dict[str, Any]:
                 "hook-class-name": "airflow_provider_nanobanana.hooks.apixo.ApixoHook",
                 "hook-name": "APIXO",
                 "connection-type": "apixo",
-                "conn-fields": {
-                    "provider": {
-                        "label": "Default provider routing",
-                        "description": "auto: cheapest with failover; value: cheapest; official: direct.",
-                        "schema": {"type": ["string", "null"], "default": "auto", "enum": PROVIDERS},
-                    },
-                    "timeout": {
-                        "label": "Request timeout (seconds)",
-                        "schema": {"type": ["number", "null"], "default": 30},
-                    },
-                    "requests_per_minute": {
-                        "label": "Requests per minute (this process)",
-                        "description": (
-                            "This process's share of the key's 10,000 a minute. Divide it between "
-                            "processes, or share one budget through Redis below."
-                        ),
-                        "schema": {
-                            "type": ["integer", "null"],
-                            "default": DEFAULT_REQUESTS_PER_MINUTE,
-                            "minimum": 1,
-                            "maximum": APIXO_REQUESTS_PER_MINUTE,
-                        },
-                    },
-                    "rate_limit_storage": {
-                        "label": "Shared budget (Redis URL)",
-                        "description": "redis://host:6379/0 shares the budget between processes.",
-                        "schema": {"type": ["string", "null"]},
-                    },
-                    "callback_base_url": {
-                        "label": "Callback base URL",
-                        "description": (
-                            "The public https URL of this Airflow's api-server: APIXO's webhook then "
-                            "wakes deferred tasks (route /nanobanana/callback). Empty: poll only."
-                        ),
-                        "schema": {"type": ["string", "null"]},
-                    },
-                    "max_in_flight": {
-                        "label": "Requests in flight at most",
-                        "schema": {
-                            "type": ["integer", "null"],
-                            "default": DEFAULT_MAX_IN_FLIGHT,
-                            "minimum": 1,
-                            "maximum": 1000,
-                        },
-                    },
-                },
+                "conn-fields": CONN_FIELDS,
                 "ui-field-behaviour": {
                     "hidden-fields": ["schema", "login", "port", "extra"],
-                    "relabeling": {"host": "Base URL", "password": "API key"},
+                    "relabeling": RELABELING,
                     "placeholders": {"host": DEFAULT_BASE_URL, "password": "APIXO API key"},
                 },
             }

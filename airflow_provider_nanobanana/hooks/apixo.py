@@ -44,6 +44,7 @@ from airflow_provider_nanobanana.exceptions import (
     ApixoSubmissionUncertainError,
     ApixoTransportError,
 )
+from airflow_provider_nanobanana.get_provider_info import CONN_FIELDS
 from airflow_provider_nanobanana.hooks.clients import CLIENTS, AsyncClient, SyncClient
 from airflow_provider_nanobanana.models import (
     BALANCE_PATH,
@@ -120,14 +121,22 @@ class ConnectionSettings:
 
     @classmethod
     def from_connection(cls, conn: Connection, timeout: float | None = None) -> ConnectionSettings:
+        """Read and check ``conn``; a bad value is named as the form shows it."""
         if not conn.password:
-            raise ApixoError(
-                f"Connection {conn.conn_id!r} has no API key: put it in the connection's API key field"
-            )
+            raise ApixoError(f"The API key field of the APIXO connection {conn.conn_id!r} is empty")
+        try:
+            return cls._read(conn, conn.password, timeout)
+        except ApixoInputError as error:
+            raise ApixoInputError(
+                error.field, error.rule, label=_form_label(error.field, conn.conn_id)
+            ) from None
+
+    @classmethod
+    def _read(cls, conn: Connection, api_key: str, timeout: float | None) -> ConnectionSettings:
         extra = conn.extra_dejson
         return cls(
-            base_url=_base_url(conn.host, conn.port),
-            api_key=conn.password,
+            base_url=_base_url(conn.host, conn.port, conn.schema),
+            api_key=api_key,
             provider=check_choice("extra.provider", extra.get("provider") or "auto", PROVIDERS),
             timeout=_request_timeout(timeout or extra.get("timeout") or DEFAULT_REQUEST_TIMEOUT),
             requests_per_minute=_whole_number(
@@ -164,6 +173,13 @@ class ConnectionSettings:
             },
             "timeout": httpx.Timeout(self.timeout),
         }
+
+
+def _form_label(field: str, conn_id: str) -> str:
+    """``extra.timeout`` as the connection form names it: its label, then where it is stored."""
+    name = field.removeprefix("extra.")
+    label = CONN_FIELDS[name]["label"] if name in CONN_FIELDS else name
+    return f"{label!r} field ({field}) of the APIXO connection {conn_id!r}"
 
 
 def _given(value: Any, default: int) -> Any:
@@ -206,8 +222,9 @@ def _request_timeout(value: Any) -> float:
     return check_seconds("extra.timeout", value, minimum=0.1)
 
 
-def _base_url(host: str | None, port: int | None) -> str:
-    """The connection's host is a full base URL; a bare host name means HTTPS and the v1 API path."""
+def _base_url(host: str | None, port: int | None, path: str | None = None) -> str:
+    """The connection's host is a full base URL; a bare host name means HTTPS. The API path is the
+    host's own, else the connection's schema (where a URI's path lands), else ``/api/v1``."""
     if not host:
         return DEFAULT_BASE_URL
     url = host if "://" in host else f"https://{host}"
@@ -215,7 +232,7 @@ def _base_url(host: str | None, port: int | None) -> str:
     if port and not parts.port:
         url = url.replace(parts.netloc, f"{parts.netloc}:{port}", 1)
     if not parts.path.strip("/"):
-        url = url.rstrip("/") + "/api/v1"
+        url = url.rstrip("/") + "/" + ((path or "").strip("/") or "api/v1")
     return url.rstrip("/")
 
 
@@ -226,7 +243,7 @@ class ApixoHook(BaseHook):
     ``httpx.AsyncClient`` per event loop, and every request waits for its turn in the key's budget.
     Close a hook (:meth:`close`, :meth:`aclose`) when done with it: the last one closes the client.
 
-    :param apixo_conn_id: the ``apixo`` connection: base URL in host, API key in password, extras
+    :param apixo_conn_id: the ``apixo`` connection: Base URL in host, API key in password, extras
         ``provider`` (default routing), ``timeout`` (seconds per request), ``requests_per_minute``
         (this process's budget for the key), ``max_in_flight`` (requests sent at once),
         ``rate_limit_storage`` (a Redis URL that shares the budget between processes) and
@@ -497,7 +514,7 @@ class ApixoHook(BaseHook):
             pass
         raise ApixoError(
             f"{self.settings.base_url} does not answer like the APIXO API (it does not ask for an API key): "
-            "check the connection's base URL"
+            "check the Base URL field of the APIXO connection"
         )
 
     # -- transport -------------------------------------------------------------------------------

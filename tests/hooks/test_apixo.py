@@ -641,10 +641,22 @@ def test_unparseable_retry_after_falls_back_to_backoff(fake_api, monkeypatch):
         ({"host": "https://api.example.com"}, "https://api.example.com/api/v1"),
         ({"host": "api.example.com"}, "https://api.example.com/api/v1"),
         ({"host": "api.example.com", "port": 8443}, "https://api.example.com:8443/api/v1"),
+        ({"host": "gw.example.com", "schema": "apixo/api/v1"}, "https://gw.example.com/apixo/api/v1"),
+        ({"host": "https://gw.example.com/v2", "schema": "other"}, "https://gw.example.com/v2"),
         ({"host": ""}, DEFAULT_BASE_URL),
         ({}, DEFAULT_BASE_URL),
     ],
-    ids=["full-url", "trailing-slash", "no-path", "bare-host", "bare-host-port", "empty", "no-host"],
+    ids=[
+        "full-url",
+        "trailing-slash",
+        "no-path",
+        "bare-host",
+        "bare-host-port",
+        "path-in-schema",
+        "host-path-wins",
+        "empty",
+        "no-host",
+    ],
 )
 def test_base_url_from_connection(make_hook, conn, expected):
     connection = json.dumps({"conn_type": "apixo", "password": TEST_API_KEY, **conn})
@@ -681,7 +693,10 @@ def test_invalid_provider_extra_raises_before_any_request(make_hook, emulator, e
     with pytest.raises(ApixoInputError) as caught:
         hook.submit_task(MODEL, T2I)
     assert caught.value.field == "extra.provider"
-    assert "cheapest" in str(caught.value)
+    assert str(caught.value) == (
+        "Invalid 'Default provider routing' field (extra.provider) of the APIXO connection 'apixo_badp': "
+        "must be one of auto, value, official; got 'cheapest'"
+    )
     assert emulator_admin.requests() == []
 
 
@@ -725,7 +740,7 @@ def test_connection_without_api_key(make_hook, emulator, emulator_admin, passwor
     if password is not None:
         conn["password"] = password
     hook = make_hook("apixo_nokey", connection=json.dumps(conn))
-    with pytest.raises(ApixoError, match="no API key"):
+    with pytest.raises(ApixoError, match="The API key field of the APIXO connection 'apixo_nokey' is empty"):
         hook.get_task_status(MODEL, "task_x")
     assert emulator_admin.requests() == []
     ok, message = hook.test_connection()
@@ -920,7 +935,10 @@ def test_test_connection_with_a_wrong_key(make_hook, emulator, emulator_admin):
     hook = make_hook("apixo_wrong", connection=apixo_connection(emulator.base_url, WRONG_KEY))
     ok, message = hook.test_connection()
     assert not ok
-    assert "API key" in message
+    assert message == (
+        "APIXO rejected the API key: APIXO answered 401 (Invalid or missing API key). "
+        "Check the API key field of the APIXO connection"
+    )
     assert WRONG_KEY not in message
     assert len(emulator_admin.requests()) == 1
 
@@ -1036,7 +1054,7 @@ def test_test_connection_with_a_wrong_base_path_and_a_wrong_key(make_hook, emula
     hook = make_hook("apixo_wrongpath", connection=apixo_connection(base, WRONG_KEY))
     ok, message = hook.test_connection()
     assert not ok, message
-    assert "base URL" in message
+    assert "check the Base URL field of the APIXO connection" in message
 
 
 # --- model ids ------------------------------------------------------------------------------------------
