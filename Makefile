@@ -9,9 +9,9 @@ STAMP := $(VENV)/.installed
 # Airflow CLI start-up is dominated by imports: ship compiled bytecode.
 export UV_COMPILE_BYTECODE := 1
 
-# Debian packages that some tests start (a real redis-server): installed when run as root, else those
-# tests skip and say why.
-SYSTEM_PACKAGES := redis-server
+# Debian packages that some tests start (a real redis-server, headless chromium): installed when run
+# as root, else those tests skip and say why.
+SYSTEM_PACKAGES := redis-server chromium
 
 .PHONY: install system-deps demo test bench lint clean
 

@@ -7,6 +7,7 @@ the suite does not share the machine with them. Each test starts from a reset em
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,11 +15,13 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.conftest import ROOT, TEST_API_KEY, apixo_connection
-from tests.e2e.standalone import BIN, Standalone, spawn, wait_until
+from tests.e2e.standalone import BIN, PASSWORD, Standalone, spawn, wait_until
 from tests.support import EmulatorAdmin, LocalReceiver, free_port
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+
+    from playwright.sync_api import Page
 
 E2E_DAGS = Path(__file__).parent / "dags"
 
@@ -92,3 +95,29 @@ def emulator_admin(emulator_process: EmulatorAdmin) -> EmulatorAdmin:
         generation_seconds=2, pending_seconds=0.5, latency_seconds=0, callback_retry_delays=[1, 2, 4]
     )
     return emulator_process
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's Chromium; session-scoped so that a missing browser skips before standalone starts."""
+    executable = shutil.which("chromium")
+    if executable is None:
+        pytest.skip("chromium is not installed (make test installs Debian's chromium when run as root)")
+    return executable
+
+
+@pytest.fixture
+def page(chromium: str, standalone: Standalone) -> Iterator[Page]:
+    """A headless Chromium page signed in to standalone's UI, tall enough for the connection form."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium)
+        page = browser.new_page(viewport={"width": 1280, "height": 1400})
+        page.goto(f"{standalone.url}/")
+        page.get_by_label("Username").fill("admin")
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url(f"{standalone.url}/")
+        yield page
+        browser.close()
