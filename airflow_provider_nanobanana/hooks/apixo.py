@@ -121,9 +121,12 @@ class ConnectionSettings:
 
     @classmethod
     def from_connection(cls, conn: Connection, timeout: float | None = None) -> ConnectionSettings:
-        """Read and check ``conn``; a bad value is named as the form shows it."""
+        """Read and check ``conn``; a bad value is named as the form shows it. ``timeout``, the
+        hook's own, wins over the connection's."""
         if not conn.password:
             raise ApixoError(f"The API key field of the APIXO connection {conn.conn_id!r} is empty")
+        if timeout is not None:
+            check_seconds("timeout", timeout, minimum=0.1)
         try:
             return cls._read(conn, conn.password, timeout)
         except ApixoInputError as error:
@@ -177,8 +180,7 @@ class ConnectionSettings:
 
 def _form_label(field: str, conn_id: str) -> str:
     """``extra.timeout`` as the connection form names it: its label, then where it is stored."""
-    name = field.removeprefix("extra.")
-    label = CONN_FIELDS[name]["label"] if name in CONN_FIELDS else name
+    label = CONN_FIELDS[field.removeprefix("extra.")]["label"]
     return f"{label!r} field ({field}) of the APIXO connection {conn_id!r}"
 
 

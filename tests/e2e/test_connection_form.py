@@ -17,6 +17,7 @@ from airflow_provider_nanobanana.get_provider_info import CONN_FIELDS, DEFAULT_B
 from tests.conftest import ROOT, TEST_API_KEY
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
     from playwright.sync_api import Locator, Page, Route
@@ -78,9 +79,7 @@ def check_the_extra_fields(dialog: Locator) -> None:
         if "description" in spec:
             expect(group).to_contain_text(spec["description"])
         default = spec["schema"].get("default")
-        if name == "provider":
-            expect(group).to_contain_text(default)
-        elif default is not None:
+        if default is not None:  # the routing's select keeps its value in a hidden input of this name
             expect(group.locator(f"input[name=element_{name}]")).to_have_value(str(default))
 
 
@@ -107,15 +106,19 @@ def save(page: Page, dialog: Locator, outcome: str) -> None:
     expect(dialog).to_be_hidden()
 
 
+def listed(page: Page, conn_id: str) -> Locator:
+    """The connection list's row of ``conn_id``."""
+    return page.get_by_role("row").filter(has=page.get_by_role("cell", name=conn_id, exact=True))
+
+
 def click_test(page: Page, conn_id: str) -> dict[str, Any]:
     """Press the connection list's Test icon; the API's answer."""
-    row = page.get_by_role("row").filter(has=page.get_by_role("cell", name=conn_id, exact=True))
     with page.expect_response(TEST_ROUTE) as answer:
-        row.get_by_role("button", name="Test Connection").click()
+        listed(page, conn_id).get_by_role("button", name="Test Connection").click()
     return {"status": answer.value.status, "body": answer.value.json()}
 
 
-def rewrite_port_0_to_null(sent: list[Any]) -> Any:
+def rewrite_port_0_to_null(sent: list[Any]) -> Callable[[Route], None]:
     """The workaround for apache/airflow#73298: Airflow 3.3.2's list sends ``port: 0``."""
 
     def handle(route: Route) -> None:
@@ -158,8 +161,7 @@ def test_add_test_edit_and_read_back_an_apixo_connection(
     page.screenshot(path=tmp_path / "4-test-succeeded.png")
     assert sent_ports == [0]  # what the workaround is for: when this fails, the UI was fixed too
 
-    row = page.get_by_role("row").filter(has=page.get_by_role("cell", name=conn_id, exact=True))
-    row.get_by_role("button", name="Edit Connection").click()
+    listed(page, conn_id).get_by_role("button", name="Edit Connection").click()
     expect(dialog.get_by_label("Base URL")).to_have_value(base_url)
     dialog.get_by_label("API key").fill("not-the-key")
     dialog.screenshot(path=tmp_path / "5-wrong-key.png")

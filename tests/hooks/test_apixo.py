@@ -734,6 +734,13 @@ def test_hook_timeout_overrides_the_extra(make_hook, emulator, emulator_admin):
     assert hook.get_task_status(MODEL, task_id).task_id == task_id
 
 
+def test_a_bad_hook_timeout_is_the_hooks_not_the_connections(make_hook, emulator_admin):
+    with pytest.raises(ApixoInputError) as caught:
+        make_hook(timeout=-1).submit_task(MODEL, T2I)
+    assert (caught.value.field, "connection" in str(caught.value)) == ("timeout", False)
+    assert emulator_admin.requests() == []
+
+
 @pytest.mark.parametrize("password", ["", None])
 def test_connection_without_api_key(make_hook, emulator, emulator_admin, password):
     conn: dict[str, Any] = {"conn_type": "apixo", "host": emulator.base_url}
