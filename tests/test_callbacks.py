@@ -211,7 +211,11 @@ def test_a_bad_callback_base_url_extra_names_the_extra(
     connection = apixo_connection(emulator.base_url, callback_base_url="ftp://airflow.example.com")
     monkeypatch.setenv("AIRFLOW_CONN_APIXO_CALLBACK", connection)
 
-    with pytest.raises(ApixoInputError, match=r"Invalid extra\.callback_base_url: "):
+    named = (
+        r"Invalid 'Callback base URL' field \(extra\.callback_base_url\) "
+        r"of the APIXO connection 'apixo_callback': "
+    )
+    with pytest.raises(ApixoInputError, match=named):
         deferred(operator(apixo_conn_id="apixo_callback"), FakeTaskInstance())
     assert emulator_admin.requests() == []
 
