@@ -193,7 +193,7 @@ class EmulatorAdmin:
     def reset(self) -> None:
         self._send("POST", "/reset")
 
-    def configure(self, **settings: float) -> dict[str, Any]:
+    def configure(self, **settings: float | list[float] | dict[str, float]) -> dict[str, Any]:
         """Change settings such as ``generation_seconds`` or ``requests_per_minute``."""
         return dict(self._send("PATCH", "/settings", settings))
 

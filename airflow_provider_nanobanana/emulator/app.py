@@ -2,7 +2,9 @@
 
 The provider is tested end to end against this app over real HTTP, so it answers exactly as the
 contract says (envelopes, status codes, resultJson as a string) and lets tests inject the failures a
-real service produces: failed tasks, 429/5xx answers and slow responses. Callback-mode tasks are
+real service produces: failed tasks, 429/5xx answers and slow responses. Any model id is served
+(only ``nano-banana``'s input is validated; every result is an image), each model optionally with a
+generation time of its own, as a video model takes far longer than an image model. Callback-mode tasks are
 delivered as APIXO does (POST, 200 within 30 s or retried up to 3 times), and the deliveries can be
 lost, delayed, doubled or preceded by a forgery, so webhook receivers can be tested against what a
 real network (and an attacker on it) does.
@@ -20,7 +22,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
@@ -100,12 +102,20 @@ class _FaultsBody(BaseModel):
     callbacks: _CallbackFaults | None = None
 
 
+_ModelId = Annotated[str, Field(min_length=1)]
+_ModelSeconds = Annotated[float, Field(ge=0, allow_inf_nan=False, strict=True)]
+"""A per-model generation time: a finite JSON number, never a numeric string or a boolean."""
+
+
 class _SettingsPatch(BaseModel):
+    """Only the fields sent change; ``model_generation_seconds`` replaces the whole mapping."""
+
     model_config = ConfigDict(extra="forbid")
     generation_seconds: float | None = Field(default=None, ge=0)
     pending_seconds: float | None = Field(default=None, ge=0)
     latency_seconds: float | None = Field(default=None, ge=0)
     generation_seconds_max: float | None = Field(default=None, ge=0)
+    model_generation_seconds: dict[_ModelId, _ModelSeconds] | None = None
     requests_per_minute: int | None = Field(default=None, ge=1)
     callback_timeout_seconds: float | None = Field(default=None, gt=0)
     callback_retry_delays: tuple[NonNegativeFloat, ...] | None = Field(default=None, max_length=10)
@@ -158,6 +168,7 @@ def _settings_view(settings: EmulatorSettings) -> dict[str, Any]:
         "pending_seconds": settings.pending_seconds,
         "latency_seconds": settings.latency_seconds,
         "generation_seconds_max": settings.generation_seconds_max,
+        "model_generation_seconds": dict(settings.model_generation_seconds),
         "requests_per_minute": settings.requests_per_minute,
         "callback_timeout_seconds": settings.callback_timeout_seconds,
         "callback_retry_delays": list(settings.callback_retry_delays),
@@ -415,9 +426,11 @@ def _install_admin(app: FastAPI, emulator: Emulator) -> None:
 
     ``POST /_emulator/faults`` takes ``fail_next_tasks``, ``http_errors`` and ``callbacks``
     (``drop``, ``delay_seconds``, ``duplicate``, ``forge``: replaces the callback faults); ``PATCH
-    /_emulator/settings`` changes settings (``callback_retry_delays`` and ``callback_timeout_seconds``
-    among them); ``GET /_emulator/callbacks`` lists every delivery attempt (a forged copy with the
-    outcome ``forged``); ``POST /_emulator/reset`` clears tasks, faults and records and stops
+    /_emulator/settings`` changes the settings sent (``callback_retry_delays``,
+    ``callback_timeout_seconds`` and ``model_generation_seconds``, a model id to seconds mapping that
+    replaces the previous one, among them) and ``GET`` shows them without the key; ``GET
+    /_emulator/callbacks`` lists every delivery attempt (a forged copy with the outcome ``forged``);
+    ``POST /_emulator/reset`` clears tasks, faults and records (not settings) and stops
     deliveries in flight.
     """
 

@@ -7,7 +7,9 @@ with no real APIXO key.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
 import signal
 import sys
 import threading
@@ -38,8 +40,20 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _model_seconds(text: str) -> tuple[str, float]:
+    """``MODEL=SECONDS``, e.g. ``veo-3-1=45``: one model's generation time."""
+    model, _, seconds = text.partition("=")
+    with contextlib.suppress(ValueError):
+        value = float(seconds)
+        if model.strip() and math.isfinite(value) and value >= 0:
+            return model.strip(), value
+    raise argparse.ArgumentTypeError(
+        f"expected MODEL=SECONDS with a non-negative number of seconds (e.g. veo-3-1=45), got {text!r}"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The command line: where to listen, which key to accept, how slow to be."""
+    """The command line: where to listen, which key to accept, how slow to be (per model too)."""
     defaults = EmulatorSettings()
     parser = argparse.ArgumentParser(prog="apixo-emulator", description="Serve an emulated APIXO task API.")
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")
@@ -62,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="draw each task's generation time from --generation-seconds to this (default: fixed)",
     )
     parser.add_argument(
+        "--model-seconds",
+        type=_model_seconds,
+        action="append",
+        metavar="MODEL=SECONDS",
+        help="generation time of one model, overriding the two above for it; repeatable (default: none)",
+    )
+    parser.add_argument(
         "--requests-per-minute",
         type=_positive_int,
         default=None,
@@ -82,6 +103,7 @@ def settings_from_args(args: argparse.Namespace) -> EmulatorSettings:
         api_key=None if args.any_key else args.api_key,
         generation_seconds=args.generation_seconds,
         generation_seconds_max=args.generation_seconds_max,
+        model_generation_seconds=dict(args.model_seconds or ()),
         requests_per_minute=args.requests_per_minute,
         latency_seconds=args.latency_seconds,
     )

@@ -44,7 +44,12 @@ _SECONDS_MARKER = re.compile(r"\[emulator:seconds=(\d+(?:\.\d+)?)\]")
 
 @dataclass
 class EmulatorSettings:
-    """Runtime-tunable behaviour; tests mutate the fields directly on ``Emulator.settings``."""
+    """Runtime-tunable behaviour; tests mutate the fields directly on ``Emulator.settings``.
+
+    A task's generation time, first match wins: the prompt's ``[emulator:seconds=N]`` marker, then
+    ``model_generation_seconds`` for its model, then ``generation_seconds`` (up to
+    ``generation_seconds_max``).
+    """
 
     api_key: str | None = DEFAULT_API_KEY
     """The only accepted bearer token; None accepts any non-empty token."""
@@ -56,6 +61,9 @@ class EmulatorSettings:
     """Extra delay before every API answer, to provoke client read timeouts."""
     generation_seconds_max: float | None = None
     """When set, each task's generation time is drawn uniformly from ``generation_seconds`` to this."""
+    model_generation_seconds: dict[str, float] = field(default_factory=dict)
+    """Model id to its generation time, overriding the two above for that model: APIXO serves many
+    models through the same endpoints, and a video model such as ``veo-3-1`` takes far longer."""
     requests_per_minute: int | None = None
     """APIXO's per-key limit, enforced over any rolling minute (429 beyond it); None for no limit."""
     callback_timeout_seconds: float = 30.0
@@ -380,7 +388,7 @@ class Emulator:
     def create_task(self, model: str, body: dict[str, Any], base_url: str) -> EmulatedTask:
         """Record a new task; queued failures apply first, then a ``[emulator:fail=CODE]`` prompt marker."""
         prompt = _prompt_of(body)
-        generation = _marker_seconds(prompt, self._drawn_generation_seconds())
+        generation = _marker_seconds(prompt, self._drawn_generation_seconds(model))
         with self._lock:
             fail = self._faults.fail_next.popleft() if self._faults.fail_next else _marker_failure(prompt)
             task = EmulatedTask(
@@ -400,7 +408,11 @@ class Emulator:
                 self._callbacks_due.add(task.task_id)
             return task
 
-    def _drawn_generation_seconds(self) -> float:
+    def _drawn_generation_seconds(self, model: str) -> float:
+        """The model's own time if it has one, else the default (or a draw from its range)."""
+        per_model = self.settings.model_generation_seconds.get(model)
+        if per_model is not None:
+            return per_model
         low, high = self.settings.generation_seconds, self.settings.generation_seconds_max
         return low if high is None or high <= low else random.uniform(low, high)
 

@@ -59,6 +59,7 @@ def fresh(server: EmulatorServer) -> Iterator[None]:
     settings.api_key, settings.latency_seconds = "apixo-emulator-key", 0.0
     settings.generation_seconds, settings.pending_seconds = GENERATION, PENDING
     settings.generation_seconds_max, settings.requests_per_minute = None, None
+    settings.model_generation_seconds = {}
     settings.callback_retry_delays, settings.callback_timeout_seconds = RETRY_DELAYS, 30.0
 
 
@@ -92,10 +93,12 @@ def status(api: httpx.Client, task_id: str, model: str = MODEL) -> httpx.Respons
     return api.get(f"/statusTask/{model}", params={"taskId": task_id})
 
 
-def wait_terminal(api: httpx.Client, task_id: str, timeout: float = 3.0) -> dict[str, Any]:
+def wait_terminal(
+    api: httpx.Client, task_id: str, timeout: float = 3.0, model: str = MODEL
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        data: dict[str, Any] = status(api, task_id).json()["data"]
+        data: dict[str, Any] = status(api, task_id, model).json()["data"]
         if data["state"] in ("success", "failed"):
             return data
         time.sleep(0.02)
@@ -406,6 +409,70 @@ def test_generation_time_is_drawn_from_the_range(api: httpx.Client, emulator: Em
     drawn = {task.generation_seconds for task in emulator.tasks}
     assert all(10.0 <= seconds <= 20.0 for seconds in drawn)
     assert len(drawn) > 1
+
+
+VIDEO = "veo-3-1"
+"""A model without a known schema that takes longer: only its ``input`` object is checked."""
+
+
+def video_body(prompt: str = "a fox running through snow") -> dict[str, Any]:
+    return {"request_type": "async", "input": {"prompt": prompt, "duration": 8}}
+
+
+def test_a_model_takes_its_own_generation_time_and_others_the_default(
+    api: httpx.Client, admin: EmulatorAdmin, raw: httpx.Client
+) -> None:
+    admin.configure(model_generation_seconds={VIDEO: 1.0})
+    video = submit(api, video_body(), model=VIDEO)
+    submitted = time.monotonic()
+    image = submit(api, t2i(), model="flux-2")
+
+    assert wait_terminal(api, image, model="flux-2")["costTime"] == round(GENERATION * 1000)
+    assert status(api, video, VIDEO).json()["data"]["state"] in ("pending", "processing")
+    done = wait_terminal(api, video, model=VIDEO)
+    assert time.monotonic() - submitted >= 1.0
+    assert done["state"] == "success"
+    assert done["costTime"] == done["completeTime"] - done["createTime"] == 1000
+
+    url = result_url(done)
+    assert url.endswith(f"/files/{video}/0.png"), "every model's result is an image"
+    download = httpx.get(url, trust_env=False)
+    assert download.status_code == 200 and download.headers["content-type"] == "image/png"
+    assert decode(download.content, "PNG").size == (512, 512)
+    assert [task["model"] for task in raw.get("/_emulator/tasks").json()["tasks"]] == [VIDEO, "flux-2"]
+
+
+def test_the_prompt_marker_beats_the_model_time_which_beats_the_default_range(
+    api: httpx.Client, admin: EmulatorAdmin, emulator: Emulator
+) -> None:
+    admin.configure(generation_seconds=10, generation_seconds_max=20, model_generation_seconds={VIDEO: 30})
+    marked = submit(api, video_body("a fox [emulator:seconds=0.2]"), model=VIDEO)
+    plain = submit(api, video_body(), model=VIDEO)
+    other = submit(api, t2i(), model="flux-2")
+
+    assert wait_terminal(api, marked, model=VIDEO)["costTime"] == 200
+    seconds = {task.id: task.generation_seconds for task in emulator.tasks}
+    assert (seconds[marked], seconds[plain]) == (0.2, 30)
+    assert 10 <= seconds[other] <= 20
+    assert status(api, plain, VIDEO).json()["data"]["state"] == "processing"
+
+
+def test_model_times_are_patched_whole_checked_shown_and_kept_by_reset(
+    raw: httpx.Client, admin: EmulatorAdmin, emulator: Emulator
+) -> None:
+    assert raw.get("/_emulator/settings").json()["model_generation_seconds"] == {}
+    shown = admin.configure(model_generation_seconds={VIDEO: 45, "flux-2": 8.5})
+    assert shown["model_generation_seconds"] == {VIDEO: 45.0, "flux-2": 8.5}
+    replaced = admin.configure(model_generation_seconds={"flux-2": 2})
+    assert replaced["model_generation_seconds"] == {"flux-2": 2}
+    assert admin.configure(generation_seconds=1)["model_generation_seconds"] == {"flux-2": 2}, "left alone"
+    for bad in ({VIDEO: -1}, {VIDEO: "slow"}, {VIDEO: "5"}, {VIDEO: True}, {VIDEO: None}, {"": 1}, [45]):
+        answer = raw.patch("/_emulator/settings", json={"model_generation_seconds": bad})
+        assert answer.status_code == 422, bad
+    admin.reset()
+    assert raw.get("/_emulator/settings").json()["model_generation_seconds"] == {"flux-2": 2}
+    assert emulator.settings.model_generation_seconds == {"flux-2": 2}
+    assert admin.configure(model_generation_seconds={})["model_generation_seconds"] == {}
 
 
 def test_injected_500_on_status_counts_down(api: httpx.Client, emulator: Emulator) -> None:
@@ -956,9 +1023,22 @@ def test_cli_parser_defaults_and_flags() -> None:
     settings = cli.settings_from_args(args)
     assert (settings.api_key, settings.generation_seconds, settings.latency_seconds) == (None, 1.5, 2.0)
     assert cli.settings_from_args(parser.parse_args(["--api-key", "k"])).api_key == "k"
+    assert cli.settings_from_args(defaults).model_generation_seconds == {}
     for bad in (["--api-key", "k", "--any-key"], ["--latency-seconds", "-1"]):
         with pytest.raises(SystemExit):
             parser.parse_args(bad)
+
+
+def test_cli_model_seconds_are_repeatable_and_checked(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = cli.build_parser()
+    flags = ["--model-seconds", "veo-3-1=45", "--model-seconds", "flux-2=8", "--model-seconds", "x=0"]
+    settings = cli.settings_from_args(parser.parse_args(flags))
+    assert settings.model_generation_seconds == {"veo-3-1": 45.0, "flux-2": 8.0, "x": 0.0}
+    for bad in ("veo-3-1", "veo-3-1=", "=45", "veo-3-1=-1", "veo-3-1=slow", "veo-3-1=inf", "veo-3-1=nan"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--model-seconds", bad])
+        error = capsys.readouterr().err
+        assert "argument --model-seconds: expected MODEL=SECONDS" in error and repr(bad) in error, error
 
 
 def test_cli_main_prints_the_connection(
