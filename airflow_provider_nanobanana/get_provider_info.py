@@ -90,7 +90,10 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {
                 "integration-name": INTEGRATION,
-                "python-modules": ["airflow_provider_nanobanana.operators.nanobanana"],
+                "python-modules": [
+                    "airflow_provider_nanobanana.operators.apixo",
+                    "airflow_provider_nanobanana.operators.nanobanana",
+                ],
             }
         ],
         "sensors": [
@@ -106,6 +109,12 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "extra-links": ["airflow_provider_nanobanana.links.GeneratedImageLink"],
+        "task-decorators": [
+            {
+                "name": "nanobanana",
+                "class-name": "airflow_provider_nanobanana.decorators.nanobanana.nanobanana_task",
+            }
+        ],
         "connection-types": [
             {
                 "hook-class-name": "airflow_provider_nanobanana.hooks.apixo.ApixoHook",

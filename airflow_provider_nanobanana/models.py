@@ -30,11 +30,43 @@ OUTPUT_FORMATS = ("png", "jpeg")
 MAX_PROMPT_CHARS = 5000
 MAX_IMAGE_URLS = 5
 
-# Documented polling cadence for fast image models: first poll after 5-10 s, then every 3 s, give up
-# after about 2 minutes. The default wait is longer: a scheduled batch can queue at the API.
+# The Nano Banana operator's wait: the documented cadence for fast image models (first poll after
+# 5-10 s, then every 3 s), but longer than their "about 2 minutes": a scheduled batch can queue at
+# the API, and these defaults predate the per-model table below.
 DEFAULT_INITIAL_DELAY = 5.0
 DEFAULT_POLL_INTERVAL = 3.0
 DEFAULT_TIMEOUT = 300.0
+MAX_INPUT_BYTES = 1_000_000
+
+
+@dataclass(frozen=True)
+class WaitCadence:
+    """How to wait for one model's tasks: seconds before the first poll, between polls, in all."""
+
+    initial_delay: float
+    poll_interval: float
+    timeout: float
+
+
+# The API's polling guidance by model family; a model not listed waits as a quality image model.
+FAST_IMAGE = WaitCadence(initial_delay=5, poll_interval=3, timeout=120)
+QUALITY_IMAGE = WaitCadence(initial_delay=10, poll_interval=5, timeout=180)
+VIDEO = WaitCadence(initial_delay=60, poll_interval=15, timeout=600)
+MODEL_CADENCES: Mapping[str, WaitCadence] = {
+    "nano-banana": FAST_IMAGE,
+    "nano-banana-2": FAST_IMAGE,
+    "nano-banana-pro": QUALITY_IMAGE,
+    "seedream-4-5": QUALITY_IMAGE,
+    "seedream-5-0": QUALITY_IMAGE,
+    "flux-2": QUALITY_IMAGE,
+    "gpt-image-1": QUALITY_IMAGE,
+    "veo-3-1": VIDEO,
+}
+
+
+def wait_cadence(model: str) -> WaitCadence:
+    """The default wait for ``model``'s tasks (:data:`MODEL_CADENCES`)."""
+    return MODEL_CADENCES.get(model, QUALITY_IMAGE)
 
 
 class TaskState(StrEnum):
@@ -295,6 +327,58 @@ class NanoBananaRequest:
             task_input["image_urls"] = list(self.image_urls)
         return task_input
 
+
+@dataclass(frozen=True)
+class TaskRequest:
+    """A task for any model: its ``input`` object, passed through as given once it is known to be a
+    JSON object of at most :data:`MAX_INPUT_BYTES`; the model checks the rest."""
+
+    model: str
+    input: Mapping[str, Any]
+    provider: str | None
+    callback_url: str | None
+
+    @classmethod
+    def validated(
+        cls,
+        *,
+        model: Any,
+        task_input: Any,
+        provider: str | None = None,
+        request_type: str | None = None,
+        callback_url: str | None = None,
+    ) -> TaskRequest:
+        return cls(
+            model=check_model_id(model),
+            input=check_task_input(task_input),
+            provider=check_choice("provider", provider, PROVIDERS) if provider else None,
+            callback_url=_check_callback(request_type or None, callback_url or None),
+        )
+
+    def task_input(self) -> dict[str, Any]:
+        """The ``input`` object of the request body."""
+        return dict(self.input)
+
+
+def check_task_input(value: Any) -> dict[str, Any]:
+    """A mapping that serialises to a JSON object of at most 1 MB; errors never quote the value."""
+    if not isinstance(value, Mapping):
+        raise ApixoInputError(
+            "input", f"must be a mapping of the model's input fields; got {type(value).__name__}"
+        )
+    try:
+        encoded = json.dumps(value, allow_nan=False, separators=(",", ":")).encode()
+    except (TypeError, ValueError) as error:
+        raise ApixoInputError("input", f"must be JSON-serialisable: {error}") from None
+    if len(encoded) > MAX_INPUT_BYTES:
+        rule = f"must be at most {MAX_INPUT_BYTES:,} bytes as JSON (1 MB); got {len(encoded):,}"
+        raise ApixoInputError("input", rule)
+    decoded: dict[str, Any] = json.loads(encoded)
+    return decoded
+
+
+SubmittableRequest = TaskRequest | NanoBananaRequest
+"""What the operators submit: a request for any model, or a typed one."""
 
 _MODEL_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 

@@ -81,6 +81,8 @@ def test_every_example_parses(dagbag: DagBag) -> None:
         "example_nanobanana_publish",
         "example_nanobanana_batch",
         "example_nanobanana_asset_consumer",
+        "example_nanobanana_taskflow",
+        "example_apixo_models",
     }
 
 
@@ -95,6 +97,20 @@ def test_text_to_image_stores_the_images(dagbag: DagBag, emulator_admin: Emulato
     # The task page's "Generated image" link: a local file is not web-reachable, so APIXO's URL.
     result_urls = xcoms[("generate", "return_value")]["result_urls"]
     assert xcoms[("generate", "_link_GeneratedImageLink")] == result_urls[0]
+
+
+def test_taskflow_example_generates_the_functions_prompt(
+    dagbag: DagBag, emulator_admin: EmulatorAdmin
+) -> None:
+    state, xcoms = run(dagbag.dags["example_nanobanana_taskflow"], subject="a heron")
+
+    assert state == "success"
+    style = xcoms[("pick_style", "return_value")]
+    (task,) = emulator_admin.tasks()
+    assert task["input"]["prompt"] == f"a heron at dawn, {style}"
+    assert task["input"]["aspect_ratio"] == "16:9"
+    (uri,) = xcoms[("report", "return_value")]
+    assert Path(local(uri)).read_bytes().startswith(PNG_SIGNATURE)
 
 
 def test_image_to_image_edits_the_first_result(dagbag: DagBag, emulator_admin: EmulatorAdmin) -> None:

@@ -43,9 +43,11 @@ ERRORS_KEY = "apixo_poll_errors"
 
 
 class NanoBananaTaskSensor(BaseSensorOperator):
-    """Wait for an existing APIXO task, e.g. one whose id came from XCom.
+    """Wait for an existing APIXO task of any model, e.g. one whose id came from XCom.
 
-    Returns what :class:`NanoBananaGenerateOperator` returns and treats a failed task the same way.
+    Works for every APIXO model, not only Nano Banana: pass the ``model`` the task was created with
+    (``seedream-4-5``, ``veo-3-1``, ...). Returns what the generating operators return and treats a
+    failed task the same way.
     It only reads the task, so its retries are always safe; it never cancels what it did not submit.
 
     A read that fails (the task not visible yet right after its submission, a garbled answer, the
@@ -56,7 +58,8 @@ class NanoBananaTaskSensor(BaseSensorOperator):
     new try starts afresh, and dropped once a read succeeds. Without a store it counts per poke.
 
     :param apixo_task_id: the APIXO task id. Templated.
-    :param model: the model the task was created with (default ``nano-banana``). Templated.
+    :param model: the model the task was created with, any APIXO model id (default
+        ``nano-banana``). Templated.
     :param apixo_conn_id: the ``apixo`` connection.
     :param deferrable: wait in the triggerer (default); otherwise ``mode`` (poke/reschedule) applies.
     :param max_consecutive_errors: failed status reads in a row that end the wait.

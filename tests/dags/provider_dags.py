@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
-from airflow.sdk import DAG
+from airflow.sdk import DAG, Asset, task
 
+from airflow_provider_nanobanana.operators.apixo import ApixoGenerateOperator
 from airflow_provider_nanobanana.operators.nanobanana import NanoBananaGenerateOperator
 from airflow_provider_nanobanana.sensors.nanobanana import NanoBananaTaskSensor
 
@@ -71,3 +73,58 @@ with _dag("test_generate_mapped") as generate_mapped:
 
 with _dag("test_generate_blocking_timeout") as generate_blocking_timeout:
     _generate(deferrable=False, retries=1, retry_delay=timedelta(0), execution_timeout=timedelta(seconds=4))
+
+
+# Any APIXO model: an image model read quickly, a video-like one on a longer cadence (the emulator
+# gives it a longer generation time). The inputs are templated and passed through as given.
+IMAGE_INPUT = {"prompt": "{{ params.prompt }}", "style": {"palette": ["teal", "ochre"], "seed": 7}}
+VIDEO_INPUT = {"prompt": "{{ params.prompt }}, slow pan", "duration_seconds": 4, "with_audio": False}
+
+
+def _any_models(deferrable: bool) -> None:
+    ApixoGenerateOperator(
+        task_id="image",
+        model="seedream-4-5",
+        input=IMAGE_INPUT,
+        deferrable=deferrable,
+        initial_delay=0.2,
+        poll_interval=0.2,
+        timeout=30,
+    )
+    ApixoGenerateOperator(
+        task_id="video",
+        model="veo-3-1",
+        input=VIDEO_INPUT,
+        deferrable=deferrable,
+        initial_delay=1.5,
+        poll_interval=1,
+        timeout=30,
+    )
+
+
+with _dag("test_any_model_deferrable") as any_model_deferrable:
+    _any_models(deferrable=True)
+
+with _dag("test_any_model_blocking") as any_model_blocking:
+    _any_models(deferrable=False)
+
+
+# @task.nanobanana: the function's prompt, restored from XCom when the task resumes from the trigger
+# (the asset event's prompt_sha256 proves it), and a function that returns what it may not set.
+COVERS = Asset("test_taskflow_covers")
+
+with _dag("test_taskflow_deferrable") as taskflow_deferrable:
+
+    @task.nanobanana(outlets=[COVERS], **FAST)
+    def generate(params: dict[str, Any]) -> str:
+        return f"{params['prompt']}, drawn by a function"
+
+    generate()
+
+with _dag("test_taskflow_bad_return") as taskflow_bad_return:
+
+    @task.nanobanana(**FAST)
+    def generate_badly() -> dict[str, Any]:
+        return {"prompt": "a lighthouse", "timeout": 5}
+
+    generate_badly()

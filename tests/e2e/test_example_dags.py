@@ -21,6 +21,8 @@ EXAMPLES = (
     "example_nanobanana_sensor",
     "example_nanobanana_publish",
     "example_nanobanana_batch",
+    "example_nanobanana_taskflow",
+    "example_apixo_models",
 )
 CONSUMER = "example_nanobanana_asset_consumer"
 
@@ -62,8 +64,13 @@ def test_every_example_dag_succeeds(
     # Unpausing the daily publish example also starts its latest scheduled run.
     publish_runs = len(states["example_nanobanana_publish"])
     assert len(cms.received) == publish_runs
-    # One APIXO task per generating task and run, however many tries the runs took.
-    assert emulator_admin.submissions() == 1 + 2 + 1 + 3 * publish_runs + 3
+    # One APIXO task per generating task and run, however many tries the runs took: text to image,
+    # image to image (2), sensor, publish (3 a run), batch (3), TaskFlow, other models (2).
+    assert emulator_admin.submissions() == 1 + 2 + 1 + 3 * publish_runs + 3 + 1 + 2
+    assert sorted(task["model"] for task in emulator_admin.tasks() if task["model"] != "nano-banana") == [
+        "seedream-4-5",
+        "veo-3-1",
+    ]
     covers = {cover["stored_path"] for _, manifest in cms.received for cover in manifest["covers"]}
     assert len(covers) == 3 * publish_runs
     assert_the_consumer_saw(standalone, covers)

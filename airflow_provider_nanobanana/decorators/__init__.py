@@ -1,0 +1,1 @@
+"""TaskFlow decorators (``@task.nanobanana``), declared in provider info ``task-decorators``."""

@@ -1,0 +1,109 @@
+"""``@task.nanobanana``: a Python function builds the prompt; the Nano Banana operator does the rest."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from airflow.sdk.bases.decorator import DecoratedOperator, determine_kwargs, task_decorator_factory
+from airflow.sdk.definitions._internal.types import SET_DURING_EXECUTION
+from airflow.sdk.definitions.context import context_merge
+
+from airflow_provider_nanobanana.exceptions import ApixoInputError
+from airflow_provider_nanobanana.operators.nanobanana import NanoBananaGenerateOperator
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+    from airflow.sdk.bases.decorator import TaskDecorator
+
+REQUEST_FIELDS = ("prompt", "image_urls", "mode", "aspect_ratio", "output_format", "provider")
+"""What the function may return in a dict: the request. Waiting, storage and the connection are
+fixed when the DAG is parsed, so they are the decorator's arguments."""
+
+XCOM_REQUEST_KEY = "nanobanana_request"
+
+
+class _NanoBananaDecoratedOperator(DecoratedOperator, NanoBananaGenerateOperator):
+    """Runs the function on the worker, then submits and waits as ``NanoBananaGenerateOperator``.
+
+    The function runs once per try: a task resumed from the triggerer reads what it returned from
+    XCom (key ``nanobanana_request``), as a resumed task is a fresh copy of the DAG's.
+    """
+
+    template_fields: Sequence[str] = (
+        *DecoratedOperator.template_fields,
+        *NanoBananaGenerateOperator.template_fields,
+    )
+    template_fields_renderers: ClassVar[dict[str, str]] = {**DecoratedOperator.template_fields_renderers}
+    custom_operator_name = "@task.nanobanana"
+    overwrite_rtif_after_execution = True
+
+    def __init__(
+        self,
+        *,
+        python_callable: Callable[..., Any],
+        op_args: Collection[Any] | None = None,
+        op_kwargs: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            python_callable=python_callable,
+            op_args=op_args,
+            op_kwargs=op_kwargs,
+            prompt=SET_DURING_EXECUTION,
+            **kwargs,
+        )
+
+    def execute(self, context: Context) -> Any:
+        request = requested_fields(self._call(context))
+        context["ti"].xcom_push(key=XCOM_REQUEST_KEY, value=request)
+        self._apply(request)
+        return super().execute(context)
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        self._apply(context["ti"].xcom_pull(task_ids=self.task_id, key=XCOM_REQUEST_KEY) or {})
+        return super().resume_execution(next_method, next_kwargs, context)
+
+    def _call(self, context: Context) -> Any:
+
+        context_merge(context, self.op_kwargs)
+        return self.python_callable(
+            *self.op_args, **determine_kwargs(self.python_callable, self.op_args, context)
+        )
+
+    def _apply(self, request: Mapping[str, Any]) -> None:
+        for name, value in request.items():
+            setattr(self, name, value)
+
+
+def requested_fields(returned: Any) -> dict[str, Any]:
+    """The function's return value as request fields: a prompt, or a dict of :data:`REQUEST_FIELDS`."""
+    if isinstance(returned, str):
+        return {"prompt": returned}
+    if not isinstance(returned, Mapping):
+        kind = type(returned).__name__
+        rule = f"must be a prompt (a string) or a dict of {', '.join(REQUEST_FIELDS)}; got {kind}"
+        raise ApixoInputError("the @task.nanobanana function's return value", rule)
+    unknown = sorted(set(returned) - set(REQUEST_FIELDS))
+    if unknown:
+        rule = (
+            f"may only set {', '.join(REQUEST_FIELDS)}; got {', '.join(map(str, unknown))} "
+            "(set waiting, storage and the connection as arguments of the decorator)"
+        )
+        raise ApixoInputError("the @task.nanobanana function's return value", rule)
+    return dict(returned)
+
+
+def nanobanana_task(python_callable: Callable[..., Any] | None = None, **kwargs: Any) -> TaskDecorator:
+    """``@task.nanobanana(...)``: the function returns the prompt, or a dict of request fields.
+
+    The decorator takes ``NanoBananaGenerateOperator``'s other arguments (``output_path``,
+    ``deferrable``, ``timeout``, ``on_content_violation``, ...). The task's result is the
+    operator's: the APIXO task id, the result URLs and, with ``output_path``, the stored files.
+    """
+    return task_decorator_factory(
+        python_callable=python_callable,
+        multiple_outputs=False,  # the result is the operator's dict, even for a function typed -> dict
+        decorated_operator_class=_NanoBananaDecoratedOperator,
+        **kwargs,
+    )

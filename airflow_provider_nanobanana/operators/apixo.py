@@ -1,0 +1,499 @@
+"""ApixoGenerateOperator: validate, submit one task of any APIXO model, and wait for its outcome."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Mapping
+from contextlib import contextmanager
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
+
+from airflow.sdk import Asset, BaseOperator
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException, AirflowTaskTimeout
+from airflow.sdk.log import mask_secret
+
+from airflow_provider_nanobanana.callbacks import (
+    CALLBACK_STATUS,
+    DEFAULT_CALLBACK_POLL_INTERVAL,
+    CallbackTicket,
+    check_callback_base_url,
+    mint_ticket,
+)
+from airflow_provider_nanobanana.exceptions import (
+    ApixoError,
+    ApixoInputError,
+    ApixoNotFoundError,
+    ApixoStorageError,
+    ApixoTaskFailedError,
+    ApixoTaskRejectedError,
+    ApixoWaitError,
+)
+from airflow_provider_nanobanana.hooks.apixo import ApixoHook
+from airflow_provider_nanobanana.links import GeneratedImageLink, push_image_link
+from airflow_provider_nanobanana.models import (
+    SubmittableRequest,
+    TaskRequest,
+    check_model_id,
+    is_content_rejection,
+    is_input_fail_code,
+    wait_cadence,
+)
+from airflow_provider_nanobanana.polling import (
+    DEFAULT_MAX_CONSECUTIVE_ERRORS,
+    DEFER_TIMEOUT_GRACE,
+    OutcomeStatus,
+    PollOutcome,
+    check_error_budget,
+    check_seconds,
+    final_outcome,
+)
+from airflow_provider_nanobanana.reattach import (
+    NOT_VISIBLE_GRACE,
+    RESULT_URLS_KEPT_AT_LEAST,
+    Submission,
+    SubmissionRecord,
+    request_fingerprint,
+)
+from airflow_provider_nanobanana.storage import (
+    DEFAULT_MAX_IMAGE_BYTES,
+    check_max_image_bytes,
+    prepared_location,
+    store_results,
+)
+from airflow_provider_nanobanana.triggers.nanobanana import NanoBananaTaskTrigger
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+    from airflow.sdk import Context, ObjectStoragePath
+
+XCOM_TASK_ID_KEY = "apixo_task_id"
+CONTENT_VIOLATION_POLICIES = ("fail", "skip")
+
+
+class ApixoGenerateOperator(BaseOperator):
+    """Run one task of any APIXO model: ``input`` is sent as the request's ``input`` object.
+
+    ``input`` must be a mapping that serialises to JSON of at most 1 MB; the model checks its
+    fields (APIXO answers 400 naming them, and the task fails for good). The model id is checked
+    when the DAG is parsed. The wait defaults come from the API's guidance for the model's family
+    (:data:`~airflow_provider_nanobanana.models.MODEL_CADENCES`; a model not listed waits as a
+    quality image model): fast image models first poll after 5 s, then every 3 s, for 2 minutes;
+    quality image models 10 s / 5 s / 3 minutes; video models 60 s / 15 s / 10 minutes.
+
+    Everything else is as in ``NanoBananaGenerateOperator``, its typed front for ``nano-banana``:
+    the APIXO task id is pushed to XCom (key ``apixo_task_id``) as soon as it exists; the wait is
+    deferred to the triggerer by default; a submitted task is recorded until the Airflow task has an
+    outcome, so a later try reattaches to it instead of paying again
+    (:mod:`airflow_provider_nanobanana.reattach`); a transient APIXO failure is retried with a new
+    task, an input-caused one fails for good.
+
+    Returns ``{"apixo_task_id", "state", "result_urls", "create_time", "complete_time",
+    "cost_time"}``, or just the task id when ``wait_for_completion`` is False. Result URLs expire
+    (24 hours to 15 days): set ``output_path`` to store image results on the worker right after
+    success; the result then also has ``stored_paths``, ``content_types``, ``sizes`` and ``sha256``.
+
+    :param model: the APIXO model id, such as ``seedream-4-5`` or ``veo-3-1``.
+    :param input: the request's ``input`` object, passed through as given. Templated; never logged.
+    :param provider: routing ``auto``, ``value`` or ``official``; None uses the connection's default.
+    :param callback_url: APIXO's webhook goes to this endpoint of your own (callback mode); the
+        operator still waits by polling. For the webhook to wake this task, use
+        ``callback_base_url`` instead.
+    :param request_type: ``async`` or ``callback``; inferred from ``callback_url`` when None.
+    :param apixo_conn_id: the ``apixo`` connection.
+    :param wait_for_completion: wait for the outcome (default) or return the task id at once.
+    :param deferrable: wait in the triggerer (default) or by blocking polls on the worker.
+    :param poll_interval: seconds between status reads (default: the model's).
+    :param initial_delay: seconds before the first status read (default: the model's).
+    :param timeout: how long to wait for the task, in seconds or as a timedelta (default: the model's).
+    :param max_consecutive_errors: failed status reads in a row that end the wait.
+    :param reattach: a later try waits for the task an earlier try submitted (default). False
+        submits a new task on every try (a fresh result each time); a wait that ends without an
+        outcome then fails for good instead of letting a retry pay a second time.
+    :param callback_base_url: the api-server's public URL (default: the connection's extra
+        ``callback_base_url``). When set and the wait is deferred, each try mints a secret webhook
+        URL under it; APIXO's webhook then wakes the task within a second, and the trigger polls
+        only every ``callback_poll_interval`` in case a webhook is lost. Templated.
+    :param callback_poll_interval: in callback mode, the polling net's interval (default 60 s).
+    :param output_path: where to store the result images (a local directory, ``file://``,
+        ``s3://conn_id@bucket/prefix/``, ... or an ``ObjectStoragePath``). Templated.
+    :param max_image_bytes: a result image larger than this fails the download (default 100 MiB).
+    :param on_content_violation: ``fail`` (default), or ``skip``: a task the API rejects for its
+        content, prompt or image ends *skipped*, so the rest of a mapped batch goes on.
+
+    Each success also sets the "Generated image" link on the task's page, and the ``extra`` of the
+    events of its ``Asset`` outlets: ``apixo_task_id``, ``model``, ``prompt_sha256`` (of the
+    input's ``prompt``; None without one), ``stored_paths`` (when stored), ``result_urls`` and
+    APIXO's times.
+    """
+
+    template_fields: Sequence[str] = (
+        "input",
+        "provider",
+        "callback_url",
+        "callback_base_url",
+        "request_type",
+        "apixo_conn_id",
+        "output_path",
+    )
+    template_fields_renderers: ClassVar[dict[str, str]] = {"input": "json"}
+    ui_color = "#ffe135"
+    operator_extra_links = (GeneratedImageLink(),)
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        input: Mapping[str, Any] | str | None,
+        provider: str | None = None,
+        callback_url: str | None = None,
+        callback_base_url: str | None = None,
+        callback_poll_interval: timedelta | float = DEFAULT_CALLBACK_POLL_INTERVAL,
+        request_type: str | None = None,
+        apixo_conn_id: str = ApixoHook.default_conn_name,
+        wait_for_completion: bool = True,
+        deferrable: bool = True,
+        poll_interval: timedelta | float | None = None,
+        initial_delay: timedelta | float | None = None,
+        timeout: timedelta | float | None = None,
+        max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS,
+        reattach: bool = True,
+        output_path: str | ObjectStoragePath | None = None,
+        max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+        on_content_violation: str = "fail",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.model = check_model_id(model)
+        self.input = input
+        self.provider = provider
+        self.callback_url = callback_url
+        if callback_base_url and not (deferrable and wait_for_completion):
+            rule = "needs deferrable=True and wait_for_completion=True: the webhook wakes a deferred task"
+            raise ApixoInputError("callback_base_url", rule)
+        self.callback_base_url = callback_base_url
+        self.callback_poll_interval = check_seconds(
+            "callback_poll_interval", callback_poll_interval, minimum=1
+        )
+        self.request_type = request_type
+        self.apixo_conn_id = apixo_conn_id
+        self.wait_for_completion = wait_for_completion
+        self.deferrable = deferrable
+        cadence = wait_cadence(self.model)
+        self.poll_interval = check_seconds(
+            "poll_interval", cadence.poll_interval if poll_interval is None else poll_interval, minimum=0.1
+        )
+        self.initial_delay = check_seconds(
+            "initial_delay", cadence.initial_delay if initial_delay is None else initial_delay, minimum=0
+        )
+        self.timeout = check_seconds("timeout", cadence.timeout if timeout is None else timeout, minimum=1)
+        self.max_consecutive_errors = check_error_budget(max_consecutive_errors)
+        self.reattach = reattach
+        if output_path is not None and not wait_for_completion:
+            raise ApixoInputError(
+                "output_path", "needs wait_for_completion=True: nothing is stored otherwise"
+            )
+        self.output_path = output_path
+        self.max_image_bytes = check_max_image_bytes(max_image_bytes)
+        if on_content_violation not in CONTENT_VIOLATION_POLICIES:
+            rule = f"must be one of {', '.join(CONTENT_VIOLATION_POLICIES)}; got {on_content_violation!r}"
+            raise ApixoInputError("on_content_violation", rule)
+        self.on_content_violation = on_content_violation
+
+    @cached_property
+    def hook(self) -> ApixoHook:
+        return ApixoHook(self.apixo_conn_id)
+
+    def execute(self, context: Context) -> Any:
+        request = self._validated_request()
+        if self.output_path is not None:
+            prepared_location(self.output_path)
+        callback_base_url = self._callback_base_url(request)
+        record = self._record(context)
+        fingerprint = request_fingerprint(self.model, request.task_input(), request.provider)
+        try:
+            with self._content_violation_policy():
+                reattached = self._reattached(record, fingerprint)
+                ticket = None
+                if reattached is None:
+                    if callback_base_url is not None:
+                        ticket = mint_ticket(callback_base_url, str(context["ti"].id))
+                    submission, ended = self._submitted(request, record, fingerprint, ticket), None
+                else:  # APIXO calls the earlier try's URL: this try relies on polling
+                    submission, ended = reattached
+                with self._paid_for(submission.task_id, record):
+                    context["ti"].xcom_push(key=XCOM_TASK_ID_KEY, value=submission.task_id)
+                    if not self.wait_for_completion:
+                        return submission.task_id
+                    if ended is not None:
+                        return self._finish(ended, context)
+                    return self._wait(submission, context, ticket)
+        finally:
+            self.hook.close()
+
+    def _wait(self, submission: Submission, context: Context, ticket: CallbackTicket | None = None) -> Any:
+        """Defer, or poll here; either way ``initial_delay`` counts from the submission."""
+        end_time = time.time() + self.timeout
+        if self.deferrable:
+            token_sha256 = None if ticket is None else ticket.token_sha256
+            self._defer(submission.task_id, submission.submitted_at, end_time, token_sha256)
+        outcome = self.hook.wait_for_task(
+            self.model,
+            submission.task_id,
+            initial_delay=max(0.0, submission.submitted_at + self.initial_delay - time.time()),
+            poll_interval=self.poll_interval,
+            deadline=end_time,
+            max_consecutive_errors=self.max_consecutive_errors,
+        )
+        return self._finish(outcome, context)
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        """Back from the trigger, or from its failure or timeout: the task is paid for either way."""
+        task_id = context["ti"].xcom_pull(task_ids=self.task_id, key=XCOM_TASK_ID_KEY)
+        try:
+            with self._content_violation_policy(), self._paid_for(task_id, self._record(context)):
+                return super().resume_execution(next_method, next_kwargs, context)
+        finally:
+            self.hook.close()
+
+    def _defer(
+        self,
+        task_id: str,
+        submitted_at: float,
+        end_time: float,
+        callback_token_sha256: str | None,
+        *,
+        webhook_expected: bool = True,
+    ) -> NoReturn:
+        """Wait in the triggerer; in callback mode its polling is only the net for a lost webhook.
+
+        Once a webhook has come but the task had not ended (APIXO lagging, a read failing), the
+        trigger polls at the usual cadence again: APIXO will not call a second time.
+        """
+        callback = callback_token_sha256 is not None
+        cadence = self.callback_poll_interval if callback and webhook_expected else None
+        self.defer(
+            trigger=NanoBananaTaskTrigger(
+                apixo_task_id=task_id,
+                end_time=end_time,
+                model=self.model,
+                apixo_conn_id=self.apixo_conn_id,
+                poll_interval=cadence or self.poll_interval,
+                initial_delay=cadence or self.initial_delay,
+                max_consecutive_errors=self.max_consecutive_errors,
+                submitted_at=submitted_at,
+                callback_token_sha256=callback_token_sha256,
+            ),
+            method_name=self.execute_complete.__name__,
+            kwargs={"callback": self._callback_state(submitted_at, end_time, callback_token_sha256)}
+            if callback
+            else None,
+            timeout=timedelta(seconds=max(0.0, end_time - time.time())) + DEFER_TIMEOUT_GRACE,
+        )
+
+    def execute_complete(
+        self, context: Context, event: dict[str, Any], callback: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Resume after the trigger's event, or after APIXO's webhook woke the task (``callback``)."""
+        if callback is not None and isinstance(event, dict) and event.get("status") == CALLBACK_STATUS:
+            return self._verified_callback(context, **callback)
+        return self._finish(PollOutcome.from_event(event), context)
+
+    @staticmethod
+    def _callback_state(submitted_at: float, end_time: float, token_sha256: str | None) -> dict[str, Any]:
+        """What a webhook-woken task needs to wait again (no secret: the token's hash only)."""
+        return {"submitted_at": submitted_at, "end_time": end_time, "token_sha256": token_sha256}
+
+    def _verified_callback(
+        self, context: Context, submitted_at: float, end_time: float, token_sha256: str
+    ) -> dict[str, Any]:
+        """The webhook says the task ended: believe only a status read; if not over, wait again.
+
+        Waiting again keeps the same token, so APIXO's retries still reach the task.
+        """
+        task_id = context["ti"].xcom_pull(task_ids=self.task_id, key=XCOM_TASK_ID_KEY)
+        try:
+            outcome = final_outcome(self.model, self.hook.get_task_status(self.model, task_id))
+        except ApixoError as error:
+            self.log.warning(
+                "Could not confirm APIXO's webhook for task %s (%s): waiting again", task_id, error
+            )
+            outcome = None
+        if outcome is None:
+            self.log.info("APIXO task %s has not ended yet: polling it again", task_id)
+            self._defer(task_id, submitted_at, end_time, token_sha256, webhook_expected=False)
+        self.log.info("Woken by APIXO's webhook; confirmed by a status read")
+        return self._finish(outcome, context)
+
+    def _validated_request(self) -> SubmittableRequest:
+        """The request as sent, checked before any HTTP call; typed fronts check more."""
+        return TaskRequest.validated(
+            model=self.model,
+            task_input=self.input,
+            provider=self.provider,
+            request_type=self.request_type,
+            callback_url=self.callback_url,
+        )
+
+    def _prompt(self) -> str | None:
+        """The prompt the asset event's ``prompt_sha256`` is of, if the request has one."""
+        prompt = self.input.get("prompt") if isinstance(self.input, Mapping) else None
+        return prompt if isinstance(prompt, str) else None
+
+    def _callback_base_url(self, request: SubmittableRequest) -> str | None:
+        """Where this try's webhook goes, if APIXO's webhook is to wake the deferred task."""
+        if request.callback_url is not None:  # APIXO calls the user's own endpoint instead
+            if self.callback_base_url:
+                raise ApixoInputError("callback_base_url", "cannot be combined with callback_url")
+            return None
+        if not (self.deferrable and self.wait_for_completion) or self.request_type == "async":
+            return None
+        if self.callback_base_url:
+            return check_callback_base_url(self.callback_base_url)
+        return self.hook.settings.callback_base_url
+
+    def _submitted(
+        self,
+        request: SubmittableRequest,
+        record: SubmissionRecord,
+        fingerprint: str,
+        ticket: CallbackTicket | None,
+    ) -> Submission:
+        """Submit the task and record it before anything else can fail."""
+        if ticket is not None:
+            mask_secret(ticket.token)
+        submitted_at = time.time()
+        callback_url = ticket.url if ticket is not None else request.callback_url
+        task_id = self.hook.submit_task(
+            self.model, request.task_input(), provider=request.provider, callback_url=callback_url
+        )
+        submission = Submission(task_id, self.model, submitted_at, fingerprint)
+        record.write(submission)
+        return submission
+
+    def _finish(self, outcome: PollOutcome, context: Context) -> dict[str, Any]:
+        """The result of a finished task, its images stored when ``output_path`` is set."""
+        self.log.info("%s", outcome.message)
+        result = outcome.result()
+        if self.output_path is not None:
+            result = store_results(result, self.output_path, context, self.max_image_bytes, self.log)
+        self._announce(result, context)
+        return result
+
+    def _announce(self, result: dict[str, Any], context: Context) -> None:
+        """Tell the UI (the image link) and downstream DAGs (asset event extra) what was made."""
+        push_image_link(context, result)
+        prompt = self._prompt()
+        extra: dict[str, Any] = {
+            "apixo_task_id": result["apixo_task_id"],
+            "model": self.model,
+            "prompt_sha256": None if prompt is None else hashlib.sha256(prompt.encode()).hexdigest(),
+            "stored_paths": result.get("stored_paths", []),
+            "result_urls": result["result_urls"],
+            "create_time": result["create_time"],
+            "complete_time": result["complete_time"],
+            "cost_time": result["cost_time"],
+        }
+        for outlet in self.outlets:
+            if isinstance(outlet, Asset):
+                context["outlet_events"][outlet].extra.update(extra)
+
+    @contextmanager
+    def _content_violation_policy(self) -> Iterator[None]:
+        """With ``on_content_violation="skip"``, a rejected prompt or image skips this task."""
+        try:
+            yield
+        except ApixoTaskRejectedError as error:
+            if self.on_content_violation != "skip" or not is_content_rejection(error.fail_code):
+                raise
+            self.log.warning("Skipping this task (on_content_violation='skip'): %s", error)
+            raise AirflowSkipException(f"APIXO rejected the request: {error}") from error
+
+    def _record(self, context: Context) -> SubmissionRecord:
+        return SubmissionRecord.of(context) if self.reattach else SubmissionRecord(None)
+
+    def _reattached(
+        self, record: SubmissionRecord, fingerprint: str
+    ) -> tuple[Submission, PollOutcome | None] | None:
+        """The task an earlier try submitted for this request, and its outcome if it has succeeded.
+
+        None means submit anew: nothing recorded, a changed request, a transient failure, or a task
+        that APIXO still does not know after :data:`NOT_VISIBLE_GRACE`. An input-caused failure
+        fails for good.
+        """
+        previous = record.read()
+        if previous is None:
+            return None
+        if previous.request != fingerprint:
+            self.log.warning(
+                "APIXO task %s of an earlier try was for another request (the DAG or its inputs "
+                "changed since): submitting the new request",
+                previous.task_id,
+            )
+            record.drop()
+            return None
+        try:
+            status = self.hook.get_task_status(previous.model, previous.task_id)
+        except ApixoNotFoundError as error:
+            if previous.age() < NOT_VISIBLE_GRACE:
+                self.log.info("Reattaching to APIXO task %s, not visible yet: %s", previous.task_id, error)
+                return previous, None
+            self.log.warning("Not reattaching (%s): submitting a new task", error)
+            record.drop()
+            return None
+        outcome = final_outcome(previous.model, status)
+        if outcome is not None and outcome.status is OutcomeStatus.FAILED:
+            record.drop()
+            if is_input_fail_code(status.fail_code):
+                outcome.result()  # raises ApixoTaskRejectedError: the same request would fail again
+            self.log.warning("Not reattaching: %s. Submitting a new task.", outcome.message)
+            return None
+        self.log.info(
+            "Reattaching to APIXO task %s (%s), submitted %s ago by an earlier try: it is %s",
+            previous.task_id,
+            previous.model,
+            previous.age(),
+            status.state.value,
+        )
+        if outcome is not None and previous.age() > RESULT_URLS_KEPT_AT_LEAST:
+            self.log.warning(
+                "Its result URLs may have expired (APIXO keeps them 24 hours to 15 days): "
+                "use reattach=False to generate anew"
+            )
+        return previous, outcome
+
+    @contextmanager
+    def _paid_for(self, task_id: str | None, record: SubmissionRecord) -> Iterator[None]:
+        """After submission: an APIXO outcome ends the record; a wait without one keeps it.
+
+        Success and APIXO failures drop the record (a transient failure then retries with a new
+        task). Anything else (a deadline, polling errors, a lost trigger, ``execution_timeout``)
+        leaves the task paid for and unfinished: when the record holds it, the next try waits for it
+        again, so Airflow may retry; otherwise a retry would pay twice, so the task fails for good.
+        """
+        try:
+            yield
+        except ApixoTaskFailedError:
+            record.drop()
+            raise
+        except (Exception, AirflowTaskTimeout) as error:
+            cause = f"After submitting APIXO task {task_id}: {type(error).__name__}: {error}."
+            if not record.holds(task_id):
+                raise AirflowFailException(
+                    f"{cause} Not retried, so the image is not paid for twice: wait for it with "
+                    f"NanoBananaTaskSensor(apixo_task_id={task_id!r}), or clear this task to submit anew."
+                ) from error
+            if isinstance(error, ApixoStorageError) and not error.retryable:
+                raise AirflowFailException(
+                    f"{cause} Retrying cannot help: fix output_path or max_image_bytes, then clear this "
+                    "task: it waits for that same APIXO task and stores its images without paying again."
+                ) from error
+            raise ApixoWaitError(
+                str(task_id),
+                f"{cause} The next try of this Airflow task (a retry, or a clear) waits for that "
+                "same APIXO task instead of submitting a new one.",
+            ) from error
+        else:
+            record.drop()
