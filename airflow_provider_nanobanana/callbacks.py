@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from airflow_provider_nanobanana.exceptions import ApixoInputError
-from airflow_provider_nanobanana.models import check_webhook_url
+from airflow_provider_nanobanana.models import check_webhook_url, shown_url
 
 CALLBACK_PREFIX = "/nanobanana"
 CALLBACK_PATH = "/callback"
@@ -45,7 +45,7 @@ def check_callback_base_url(value: Any, field: str = "callback_base_url") -> str
     url = check_webhook_url(field, value).rstrip("/")
     parts = urlsplit(url)
     if parts.query or parts.fragment or parts.username or parts.password:
-        raise ApixoInputError(field, f"must have no query, fragment or credentials; got {value!r:.100}")
+        raise ApixoInputError(field, f"must have no query, fragment or credentials; got {shown_url(value)}")
     return url
 
 

@@ -362,12 +362,18 @@ class TaskRequest:
 
 def check_task_input(value: Any) -> dict[str, Any]:
     """A mapping that serialises to a JSON object of at most 1 MB; errors never quote the value."""
+    if isinstance(value, str):
+        rule = (
+            "must be a mapping of the model's input fields; got str (a template renders text: pass a "
+            "dict, an XComArg, or set render_template_as_native_obj=True on the DAG)"
+        )
+        raise ApixoInputError("input", rule)
     if not isinstance(value, Mapping):
         raise ApixoInputError(
             "input", f"must be a mapping of the model's input fields; got {type(value).__name__}"
         )
     try:
-        encoded = json.dumps(value, allow_nan=False, separators=(",", ":")).encode()
+        encoded = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
     except (TypeError, ValueError) as error:
         raise ApixoInputError("input", f"must be JSON-serialisable: {error}") from None
     if len(encoded) > MAX_INPUT_BYTES:
@@ -421,10 +427,26 @@ def _check_image_urls(image_urls: Sequence[str] | None) -> tuple[str, ...]:
 
 
 def check_http_url(field: str, url: Any) -> str:
-    parts = urlsplit(url) if isinstance(url, str) else None
+    try:
+        parts = urlsplit(url) if isinstance(url, str) else None
+    except ValueError:
+        parts = None
     if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ApixoInputError(field, f"must be an absolute http(s) URL; got {url!r:.100}")
+        raise ApixoInputError(field, f"must be an absolute http(s) URL; got {shown_url(url)}")
     return str(url)
+
+
+def shown_url(url: Any) -> str:
+    """``url`` as an error message may show it: without credentials or query, which can hold secrets."""
+    if not isinstance(url, str):
+        return f"{url!r:.100}"
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "an unparseable URL"
+    host = parts.netloc.rpartition("@")[2]
+    query = "?…" if parts.query else ""
+    return f"{parts._replace(netloc=host, query='', fragment='').geturl() + query!r:.100}"
 
 
 def _check_mode(mode: str | None, image_urls: tuple[str, ...]) -> str:
@@ -458,5 +480,5 @@ def check_webhook_url(field: str, url: Any) -> str:
     """A URL APIXO may call: https, or http on this machine (the emulator, local tests)."""
     parts = urlsplit(check_http_url(field, url))
     if parts.scheme != "https" and parts.hostname not in _LOOPBACK_HOSTS:
-        raise ApixoInputError(field, f"must be an https URL (http only on localhost); got {url!r}")
+        raise ApixoInputError(field, f"must be an https URL (http only on localhost); got {shown_url(url)}")
     return str(url)

@@ -92,7 +92,8 @@ class FakeTaskInstance:
     def xcom_push(self, key: str, value: Any) -> None:
         self.xcom[key] = value
 
-    def xcom_pull(self, task_ids: str, key: str) -> Any:
+    def xcom_pull(self, task_ids: str, key: str, map_indexes: int | None = None) -> Any:
+        assert map_indexes == self.map_index, "pull this instance's own XCom, not every map index's"
         return self.xcom.get(key)
 
 

@@ -220,6 +220,22 @@ def test_a_bad_callback_base_url_extra_names_the_extra(
     assert emulator_admin.requests() == []
 
 
+def test_credentials_in_a_callback_base_url_are_not_repeated_in_the_error(
+    emulator: EmulatorServer, emulator_admin: EmulatorAdmin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = "https://airflow:hunter2@airflow.example.com"
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_APIXO_CALLBACK", apixo_connection(emulator.base_url, callback_base_url=url)
+    )
+
+    with pytest.raises(ApixoInputError) as raised:
+        deferred(operator(apixo_conn_id="apixo_callback"), FakeTaskInstance())
+
+    assert "hunter2" not in str(raised.value)
+    assert str(raised.value).endswith("got 'https://airflow.example.com'")
+    assert emulator_admin.requests() == []
+
+
 def test_a_webhook_is_believed_only_after_a_status_read(
     callback_connection: str, emulator_admin: EmulatorAdmin
 ) -> None:

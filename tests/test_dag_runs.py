@@ -123,6 +123,18 @@ def test_paid_or_hopeless_task_is_paid_for_once(prompt: str, emulator_admin: Emu
     assert xcoms[("generate", "apixo_task_id")] == task["id"]
 
 
+def test_each_mapped_retry_reattaches_to_its_own_task(emulator_admin: EmulatorAdmin) -> None:
+    state, _ = run(provider_dags.generate_mapped_retrying)
+
+    assert state == "success"
+    assert emulator_admin.submissions() == 2  # one per map index, not one per try
+    with create_session() as session:
+        rows = session.query(XComModel).filter_by(dag_id="test_generate_mapped_retrying", key="return_value")
+        results = {row.map_index: row.value["apixo_task_id"] for row in rows}
+    ids = {task["input"]["prompt"]: task["id"] for task in emulator_admin.tasks()}
+    assert results == {0: ids["a red kite [emulator:seconds=5]"], 1: ids["a blue kite [emulator:seconds=5]"]}
+
+
 def test_bad_input_fails_before_any_request(emulator_admin: EmulatorAdmin) -> None:
     state, _ = run(provider_dags.generate_blocking, output_format="gif")
 

@@ -92,3 +92,13 @@ def test_a_bad_return_value_fails_before_any_request(emulator_admin: EmulatorAdm
         ).all()
     assert ti.state == "failed"
     assert emulator_admin.requests() == []
+
+
+@pytest.mark.dag
+@pytest.mark.usefixtures("airflow_db")
+def test_each_mapped_instance_resumes_with_its_own_prompt(emulator_admin: EmulatorAdmin) -> None:
+    state, _ = run(provider_dags.taskflow_mapped)
+
+    assert state == "success"
+    prompts = sorted(task["input"]["prompt"] for task in emulator_admin.tasks())
+    assert prompts == ["a blue kite", "a green kite", "a red kite"]

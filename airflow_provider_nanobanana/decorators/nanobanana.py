@@ -10,6 +10,7 @@ from airflow.sdk.definitions._internal.types import SET_DURING_EXECUTION
 from airflow.sdk.definitions.context import context_merge
 
 from airflow_provider_nanobanana.exceptions import ApixoInputError
+from airflow_provider_nanobanana.operators.apixo import own_xcom
 from airflow_provider_nanobanana.operators.nanobanana import NanoBananaGenerateOperator
 
 if TYPE_CHECKING:
@@ -61,7 +62,7 @@ class _NanoBananaDecoratedOperator(DecoratedOperator, NanoBananaGenerateOperator
         return super().execute(context)
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
-        self._apply(context["ti"].xcom_pull(task_ids=self.task_id, key=XCOM_REQUEST_KEY) or {})
+        self._apply(own_xcom(context, self.task_id, XCOM_REQUEST_KEY) or {})
         return super().resume_execution(next_method, next_kwargs, context)
 
     def _call(self, context: Context) -> Any:
@@ -94,7 +95,9 @@ def requested_fields(returned: Any) -> dict[str, Any]:
     return dict(returned)
 
 
-def nanobanana_task(python_callable: Callable[..., Any] | None = None, **kwargs: Any) -> TaskDecorator:
+def nanobanana_task(
+    python_callable: Callable[..., Any] | None = None, *, multiple_outputs: bool = False, **kwargs: Any
+) -> TaskDecorator:
     """``@task.nanobanana(...)``: the function returns the prompt, or a dict of request fields.
 
     The decorator takes ``NanoBananaGenerateOperator``'s other arguments (``output_path``,
@@ -103,7 +106,7 @@ def nanobanana_task(python_callable: Callable[..., Any] | None = None, **kwargs:
     """
     return task_decorator_factory(
         python_callable=python_callable,
-        multiple_outputs=False,  # the result is the operator's dict, even for a function typed -> dict
+        multiple_outputs=multiple_outputs,  # never inferred from "-> dict": the result is the operator's
         decorated_operator_class=_NanoBananaDecoratedOperator,
         **kwargs,
     )

@@ -234,6 +234,8 @@ async def deliver_callback(
 
 async def _post_forged(delivery: _Delivery) -> bool:
     """POST a copy once as an attacker who knows the URL's shape but not its secret would."""
+    if not delivery.emulator.is_current(delivery.plan.epoch):
+        return False
     forged = replace(delivery, url=forged_url(delivery.url))
     at = time.time()
     status_code, error = await _post_once(forged)
@@ -286,8 +288,13 @@ class _Background:
     and one HTTP client for all of them (a client per delivery costs a TLS context each, ~40 ms of
     CPU: at 60 deliveries a second that alone would saturate two cores)."""
 
+    client: httpx.AsyncClient
+    """Made when the app starts serving (``open``), closed when it stops."""
+
     def __init__(self) -> None:
         self.tasks: set[asyncio.Task[None]] = set()
+
+    def open(self) -> None:
         self.client = httpx.AsyncClient(trust_env=False, limits=httpx.Limits(max_connections=None))
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -321,6 +328,7 @@ def create_app(emulator: Emulator) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        background.open()
         watcher = asyncio.get_running_loop().create_task(background.watch(emulator))
         try:
             yield

@@ -138,7 +138,7 @@ class ConnectionSettings:
     def _read(cls, conn: Connection, api_key: str, timeout: float | None) -> ConnectionSettings:
         extra = conn.extra_dejson
         return cls(
-            base_url=_base_url(conn.host, conn.port, conn.schema),
+            base_url=_base_url(conn.host, conn.port, _api_path(conn.schema)),
             api_key=api_key,
             provider=check_choice("extra.provider", extra.get("provider") or "auto", PROVIDERS),
             timeout=_request_timeout(timeout or extra.get("timeout") or DEFAULT_REQUEST_TIMEOUT),
@@ -180,8 +180,17 @@ class ConnectionSettings:
 
 def _form_label(field: str, conn_id: str) -> str:
     """``extra.timeout`` as the connection form names it: its label, then where it is stored."""
-    label = CONN_FIELDS[field.removeprefix("extra.")]["label"]
+    name = field.removeprefix("extra.")
+    label = CONN_FIELDS[name]["label"] if name in CONN_FIELDS else name  # schema: not in the form
     return f"{label!r} field ({field}) of the APIXO connection {conn_id!r}"
+
+
+def _api_path(schema: str | None) -> str | None:
+    """The connection's schema is the API path (where a URI's path lands), never a protocol."""
+    if schema and schema.strip("/").lower() in ("http", "https"):
+        rule = f"is the API path, not the protocol; got {schema!r}: put the protocol in the Base URL"
+        raise ApixoInputError("schema", rule)
+    return schema
 
 
 def _given(value: Any, default: int) -> Any:

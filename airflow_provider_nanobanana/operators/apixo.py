@@ -33,6 +33,7 @@ from airflow_provider_nanobanana.exceptions import (
 from airflow_provider_nanobanana.hooks.apixo import ApixoHook
 from airflow_provider_nanobanana.links import GeneratedImageLink, push_image_link
 from airflow_provider_nanobanana.models import (
+    VIDEO,
     SubmittableRequest,
     TaskRequest,
     check_model_id,
@@ -71,6 +72,12 @@ if TYPE_CHECKING:
 
 XCOM_TASK_ID_KEY = "apixo_task_id"
 CONTENT_VIOLATION_POLICIES = ("fail", "skip")
+
+
+def own_xcom(context: Context, task_id: str, key: str) -> Any:
+    """This task instance's own XCom ``key``: Airflow 3.3 returns every map index's unless told which."""
+    ti = context["ti"]
+    return ti.xcom_pull(task_ids=task_id, key=key, map_indexes=ti.map_index)
 
 
 class ApixoGenerateOperator(BaseOperator):
@@ -195,6 +202,9 @@ class ApixoGenerateOperator(BaseOperator):
             raise ApixoInputError(
                 "output_path", "needs wait_for_completion=True: nothing is stored otherwise"
             )
+        if output_path is not None and cadence is VIDEO:
+            rule = f"stores images; {self.model} makes videos: store its result_urls yourself"
+            raise ApixoInputError("output_path", rule)
         self.output_path = output_path
         self.max_image_bytes = check_max_image_bytes(max_image_bytes)
         if on_content_violation not in CONTENT_VIOLATION_POLICIES:
@@ -251,7 +261,7 @@ class ApixoGenerateOperator(BaseOperator):
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
         """Back from the trigger, or from its failure or timeout: the task is paid for either way."""
-        task_id = context["ti"].xcom_pull(task_ids=self.task_id, key=XCOM_TASK_ID_KEY)
+        task_id = own_xcom(context, self.task_id, XCOM_TASK_ID_KEY)
         try:
             with self._content_violation_policy(), self._paid_for(task_id, self._record(context)):
                 return super().resume_execution(next_method, next_kwargs, context)
@@ -313,7 +323,7 @@ class ApixoGenerateOperator(BaseOperator):
 
         Waiting again keeps the same token, so APIXO's retries still reach the task.
         """
-        task_id = context["ti"].xcom_pull(task_ids=self.task_id, key=XCOM_TASK_ID_KEY)
+        task_id = own_xcom(context, self.task_id, XCOM_TASK_ID_KEY)
         try:
             outcome = final_outcome(self.model, self.hook.get_task_status(self.model, task_id))
         except ApixoError as error:

@@ -128,3 +128,19 @@ with _dag("test_taskflow_bad_return") as taskflow_bad_return:
         return {"prompt": "a lighthouse", "timeout": 5}
 
     generate_badly()
+
+
+# Mapped: each map index reads its own XCom when it resumes (Airflow returns every index's unless told).
+with _dag("test_taskflow_mapped") as taskflow_mapped:
+
+    @task.nanobanana(**FAST)
+    def kite(colour: str) -> str:
+        return f"a {colour} kite"
+
+    kite.expand(colour=["red", "blue", "green"])
+
+with _dag("test_generate_mapped_retrying") as generate_mapped_retrying:
+    # Each first try's wait ends before its task does; the retry reattaches to that same task.
+    NanoBananaGenerateOperator.partial(
+        task_id="generate", **{**FAST, "timeout": 3}, retries=1, retry_delay=timedelta(0)
+    ).expand(prompt=["a red kite [emulator:seconds=5]", "a blue kite [emulator:seconds=5]"])

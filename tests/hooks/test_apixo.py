@@ -663,6 +663,19 @@ def test_base_url_from_connection(make_hook, conn, expected):
     assert make_hook("apixo_url", connection=connection).settings.base_url == expected
 
 
+@pytest.mark.parametrize("schema", ["https", "HTTP", "/http/"])
+def test_a_protocol_in_the_schema_is_refused_before_any_request(make_hook, emulator_admin, schema):
+    connection = json.dumps(
+        {"conn_type": "apixo", "host": "api.example.com", "schema": schema, "password": "k"}
+    )
+    with pytest.raises(ApixoInputError) as caught:
+        _ = make_hook("apixo_schema", connection=connection).settings
+    assert caught.value.field == "schema"
+    assert "of the APIXO connection 'apixo_schema'" in str(caught.value)
+    assert "put the protocol in the Base URL" in str(caught.value)
+    assert emulator_admin.requests() == []
+
+
 def test_bare_host_is_called_over_https_under_api_v1(make_hook):
     hook = make_hook("apixo_bare", connection=apixo_connection("apixo.test"))
     with respx.mock(base_url=FAKE_BASE) as mock:

@@ -65,7 +65,10 @@ class NotJson:
 @pytest.mark.parametrize(
     ("value", "rule"),
     [
-        ("a prompt", "must be a mapping of the model's input fields; got str"),
+        (
+            "{'prompt': 'x'}",
+            "must be a mapping of the model's input fields; got str (a template renders text",
+        ),
         (["a", "list"], "must be a mapping of the model's input fields; got list"),
         (None, "must be a mapping of the model's input fields; got NoneType"),
         ({"prompt": "x", "seed": NotJson()}, "must be JSON-serialisable: Object of type NotJson"),
@@ -86,12 +89,32 @@ def test_bad_input_fails_before_any_request_naming_the_field(
     assert emulator_admin.requests() == []
 
 
-def test_input_of_exactly_1_mb_is_sent(emulator_admin: EmulatorAdmin) -> None:
+def test_input_of_exactly_1_mb_is_sent_counted_as_sent(emulator_admin: EmulatorAdmin) -> None:
+    """Counted as UTF-8, as httpx sends it: "é" is 2 bytes, not the 6 of its ASCII escape."""
     padding = MAX_INPUT_BYTES - len(json.dumps({"prompt": ""}, separators=(",", ":")))
 
-    make_operator(input={"prompt": "x" * padding}).execute({"ti": FakeTaskInstance()})  # type: ignore[arg-type]
+    make_operator(input={"prompt": "é" * (padding // 2)}).execute({"ti": FakeTaskInstance()})  # type: ignore[arg-type]
 
-    assert len(emulator_admin.tasks()[0]["input"]["prompt"]) == padding
+    assert len(emulator_admin.tasks()[0]["input"]["prompt"]) == padding // 2
+
+
+def test_a_secret_in_a_callback_url_is_not_repeated_in_the_error(emulator_admin: EmulatorAdmin) -> None:
+    operator = make_operator(callback_url="http://me:hunter2@hooks.example/apixo?token=s3cret")
+
+    with pytest.raises(ApixoInputError) as raised:
+        operator.execute({"ti": FakeTaskInstance()})  # type: ignore[arg-type]
+
+    assert str(raised.value) == (
+        "Invalid callback_url: must be an https URL (http only on localhost); got 'http://hooks.example/apixo?…'"
+    )
+    assert emulator_admin.requests() == []
+
+
+def test_a_video_models_result_is_not_stored_as_an_image() -> None:
+    with pytest.raises(ApixoInputError) as raised:
+        ApixoGenerateOperator(task_id="generate", model="veo-3-1", input={}, output_path="/tmp/out")
+
+    assert raised.value.field == "output_path"
 
 
 @pytest.mark.dag
@@ -101,12 +124,16 @@ def test_input_of_exactly_1_mb_is_sent(emulator_admin: EmulatorAdmin) -> None:
     [provider_dags.any_model_deferrable, provider_dags.any_model_blocking],
     ids=["deferred", "blocking"],
 )
-def test_an_image_and_a_video_model_succeed(dag: DAG, emulator_admin: EmulatorAdmin) -> None:
+def test_an_image_and_a_video_model_succeed(
+    dag: DAG, emulator_admin: EmulatorAdmin, capfd: pytest.CaptureFixture[str]
+) -> None:
     emulator_admin.configure(generation_seconds=0.6, model_generation_seconds={"veo-3-1": 3})
 
     state, xcoms = run(dag, prompt="a paper boat")
 
     assert state == "success"
+    deferrals = capfd.readouterr().out.count("Pausing task as DEFERRED")
+    assert deferrals == (2 if dag is provider_dags.any_model_deferrable else 0)
     tasks = {task["model"]: task for task in emulator_admin.tasks()}
     assert set(tasks) == {"seedream-4-5", "veo-3-1"}
     image_input = {"prompt": "a paper boat", "style": {"palette": ["teal", "ochre"], "seed": 7}}
