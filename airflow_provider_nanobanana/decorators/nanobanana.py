@@ -66,11 +66,10 @@ class _NanoBananaDecoratedOperator(DecoratedOperator, NanoBananaGenerateOperator
         return super().resume_execution(next_method, next_kwargs, context)
 
     def _call(self, context: Context) -> Any:
-
+        """The function, called as TaskFlow calls it: its arguments, then context by name."""
         context_merge(context, self.op_kwargs)
-        return self.python_callable(
-            *self.op_args, **determine_kwargs(self.python_callable, self.op_args, context)
-        )
+        kwargs = determine_kwargs(self.python_callable, self.op_args, context)
+        return self.python_callable(*self.op_args, **kwargs)
 
     def _apply(self, request: Mapping[str, Any]) -> None:
         for name, value in request.items():
