@@ -19,7 +19,7 @@ import secrets
 import threading
 import time
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -163,17 +163,9 @@ def _authorized(request: Request, settings: EmulatorSettings) -> bool:
 
 def _settings_view(settings: EmulatorSettings) -> dict[str, Any]:
     """Settings as admin answers show them: without the key."""
-    return {
-        "generation_seconds": settings.generation_seconds,
-        "pending_seconds": settings.pending_seconds,
-        "latency_seconds": settings.latency_seconds,
-        "generation_seconds_max": settings.generation_seconds_max,
-        "model_generation_seconds": dict(settings.model_generation_seconds),
-        "requests_per_minute": settings.requests_per_minute,
-        "callback_timeout_seconds": settings.callback_timeout_seconds,
-        "callback_retry_delays": list(settings.callback_retry_delays),
-        "any_key": settings.api_key is None,
-    }
+    view = asdict(settings)
+    view["any_key"] = view.pop("api_key") is None
+    return view
 
 
 def _task_view(emulator: Emulator, task: EmulatedTask) -> dict[str, Any]:
@@ -498,13 +490,6 @@ def _install_admin(app: FastAPI, emulator: Emulator) -> None:
 
 def _callback_view(record: CallbackRecord) -> dict[str, Any]:
     """One callback record as the admin API shows it (without the payload: the receiver has that)."""
-    return {
-        "task_id": record.task_id,
-        "url": record.url,
-        "outcome": record.outcome,
-        "attempt": record.attempt,
-        "status_code": record.status_code,
-        "error": record.error,
-        "at": record.at,
-        "duplicate": record.duplicate,
-    }
+    view = asdict(record)
+    del view["payload"]
+    return view

@@ -30,54 +30,19 @@ class NanoBananaGenerateOperator(ApixoGenerateOperator):
     """Generate images with APIXO's ``nano-banana`` model: the typed front of
     :class:`~airflow_provider_nanobanana.operators.apixo.ApixoGenerateOperator`.
 
-    Every field is checked against the API's rules before any HTTP request (the wait settings when
-    the DAG is parsed). The APIXO task id is pushed to XCom (key ``apixo_task_id``) as soon as it
-    exists. By default the wait is deferred to the triggerer so no worker slot is held meanwhile.
-
-    A submitted task is recorded in ``task_state_store`` until the Airflow task has an outcome, so
-    the next try after a crash, a lost trigger or a wait that ran out reattaches to it instead of
-    paying again (:mod:`airflow_provider_nanobanana.reattach`). A transient APIXO failure is
-    retried with a new task; an input-caused one fails for good.
-
-    Returns ``{"apixo_task_id", "state", "result_urls", "create_time", "complete_time",
-    "cost_time"}``, or just the task id when ``wait_for_completion`` is False. Result URLs expire
-    (24 hours to 15 days): set ``output_path`` to store the images on the worker right after
-    success; the result then also has ``stored_paths``, ``content_types``, ``sizes`` and ``sha256``.
+    Every request field is checked against the API's rules before any HTTP request (the wait
+    settings when the DAG is parsed). Waiting, outcomes, reattaching, storing, the image link, asset
+    events and callback mode are the generic operator's, as are the parameters not listed here.
 
     :param prompt: what to draw, 1 to 5000 characters. Templated.
     :param image_urls: 0 to 5 public http(s) URLs of JPG/PNG/WebP images to edit. Templated.
     :param mode: ``text-to-image`` or ``image-to-image``; inferred from ``image_urls`` when None.
     :param aspect_ratio: one of ``1:1 4:3 3:4 3:2 2:3 4:5 5:4 9:16 16:9 21:9 auto``.
     :param output_format: ``png`` or ``jpeg`` (always sent: the API's docs disagree on the default).
-    :param provider: routing ``auto``, ``value`` or ``official``; None uses the connection's default.
-    :param callback_url: APIXO's webhook goes to this endpoint of your own (callback mode); the
-        operator still waits by polling. For the webhook to wake this task, use
-        ``callback_base_url`` instead.
-    :param request_type: ``async`` or ``callback``; inferred from ``callback_url`` when None.
-    :param apixo_conn_id: the ``apixo`` connection.
-    :param wait_for_completion: wait for the images (default) or return the task id at once.
-    :param deferrable: wait in the triggerer (default) or by blocking polls on the worker.
     :param poll_interval: seconds between status reads (default 3, as the API recommends).
     :param initial_delay: seconds before the first status read (default 5).
-    :param timeout: how long to wait for the task, in seconds or as a timedelta (default 300).
-    :param max_consecutive_errors: failed status reads in a row that end the wait.
-    :param reattach: a later try waits for the task an earlier try submitted (default). False
-        submits a new task on every try (a fresh image each time); a wait that ends without an
-        outcome then fails for good instead of letting a retry pay a second time.
-    :param callback_base_url: the api-server's public URL (default: the connection's extra
-        ``callback_base_url``). When set and the wait is deferred, each try mints a secret webhook
-        URL under it; APIXO's webhook then wakes the task within a second, and the trigger polls
-        only every ``callback_poll_interval`` in case a webhook is lost. Templated.
-    :param callback_poll_interval: in callback mode, the polling net's interval (default 60 s).
-    :param output_path: where to store the result images (a local directory, ``file://``,
-        ``s3://conn_id@bucket/prefix/``, ... or an ``ObjectStoragePath``). Templated.
-    :param max_image_bytes: a result image larger than this fails the download (default 100 MiB).
-    :param on_content_violation: ``fail`` (default), or ``skip``: a task the API rejects for its
-        content, prompt or image ends *skipped*, so the rest of a mapped batch goes on.
-
-    Each success also sets the "Generated image" link on the task's page, and the ``extra`` of the
-    events of its ``Asset`` outlets: ``apixo_task_id``, ``model``, ``prompt_sha256``,
-    ``stored_paths`` (when stored), ``result_urls`` and APIXO's times.
+    :param timeout: how long to wait for the task, in seconds or as a timedelta (default 300:
+        longer than the API's 2 minutes for fast image models, as a scheduled batch can queue).
     """
 
     template_fields: Sequence[str] = (
@@ -86,12 +51,7 @@ class NanoBananaGenerateOperator(ApixoGenerateOperator):
         "mode",
         "aspect_ratio",
         "output_format",
-        "provider",
-        "callback_url",
-        "callback_base_url",
-        "request_type",
-        "apixo_conn_id",
-        "output_path",
+        *(name for name in ApixoGenerateOperator.template_fields if name != "input"),
     )
 
     def __init__(
