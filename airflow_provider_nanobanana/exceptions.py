@@ -30,19 +30,42 @@ class ApixoInputError(ApixoError, AirflowFailException, ValueError):
         self.rule = rule
 
 
+class ApixoConnectionNotFoundError(ApixoError):
+    """The APIXO connection is not defined where the hook looks it up: nothing was sent."""
+
+    def __init__(self, conn_id: str, where: str) -> None:
+        variable = f"AIRFLOW_CONN_{conn_id.upper()}"
+        super().__init__(
+            f"The APIXO connection {conn_id!r} is not defined {where}. Save it in Airflow (Admin > "
+            f"Connections, or `airflow connections add {conn_id} --conn-type apixo ...`), which every "
+            f"worker and triggerer reads; {variable} or a secrets backend must be set for each of them"
+        )
+        self.conn_id = conn_id
+
+
 class ApixoApiError(ApixoError):
-    """APIXO answered with an error envelope."""
+    """APIXO answered with an error envelope.
+
+    ``hint`` says what to do; ``{connection}`` in it names the connection the request went through.
+    """
 
     hint: ClassVar[str] = ""
 
     def __init__(
-        self, status_code: int, message: str, detail: str | None = None, retry_after: float | None = None
+        self,
+        status_code: int,
+        message: str,
+        detail: str | None = None,
+        retry_after: float | None = None,
+        *,
+        conn_id: str | None = None,
     ) -> None:
         text = f"APIXO answered {status_code} ({message})"
         if detail:
             text += f": {detail}"
         if self.hint:
-            text += f". {self.hint}"
+            connection = "the APIXO connection" + (f" {conn_id!r}" if conn_id else "")
+            text += ". " + self.hint.format(connection=connection)
         super().__init__(text)
         self.http_status = status_code
         self.api_message = message
@@ -59,7 +82,7 @@ class ApixoBadRequestError(ApixoApiError, AirflowFailException):
 class ApixoAuthError(ApixoApiError):
     """HTTP 401/403: the key is missing, wrong, or not allowed to do this."""
 
-    hint = "Check the API key field of the APIXO connection"
+    hint = "Check the API key field of {connection}"
 
 
 class ApixoInsufficientBalanceError(ApixoApiError):
@@ -71,7 +94,7 @@ class ApixoInsufficientBalanceError(ApixoApiError):
 class ApixoNotFoundError(ApixoApiError):
     """HTTP 404: unknown task id, model or endpoint."""
 
-    hint = "Check the task id, the model id and the Base URL field of the APIXO connection"
+    hint = "Check the task id, the model id and the Base URL field of {connection}"
 
 
 class ApixoRateLimitError(ApixoApiError):

@@ -1,8 +1,10 @@
 """The "Generated image" button on a task's page in the Airflow UI.
 
-Airflow 3 computes operator links on the worker when the task ends and keeps them as XCom, so the
-UI never imports this module: the operator or sensor pushes the URL to open
-(:func:`push_image_link`) under :data:`XCOM_IMAGE_URL_KEY`, and the link only reads it back.
+Airflow 3 computes operator links on the worker when the task ends, on the very operator that ran,
+and keeps them as XCom, so the UI never imports this module. The operator or sensor keeps the URL to
+open on itself (:func:`remember_image_link`); the link reads it from there. Reading it from an XCom
+instead would make every finalize before success (each deferral, each reschedule) look up an XCom
+that does not exist yet, which Airflow logs as an error.
 """
 
 from __future__ import annotations
@@ -11,15 +13,15 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from airflow.sdk import BaseOperatorLink, ObjectStoragePath
-from airflow.sdk.execution_time.xcom import XCom
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from airflow.sdk import Context
+    from airflow.sdk import BaseOperator
     from airflow.sdk.types import TaskInstanceKey
 
-XCOM_IMAGE_URL_KEY = "apixo_image_url"
+IMAGE_LINK_ATTRIBUTE = "generated_image_url"
+"""Where a finished operator keeps the URL the link opens."""
 
 # Object stores whose objects have a page a signed-in person can open; anything else that is not
 # http(s) (a local file, memory) is not reachable from a browser.
@@ -37,13 +39,13 @@ class GeneratedImageLink(BaseOperatorLink):
 
     def get_link(self, operator: Any, *, ti_key: TaskInstanceKey) -> str:
         # "" (not None) hides the button: a None would be shown as the text "None".
-        return XCom.get_value(ti_key=ti_key, key=XCOM_IMAGE_URL_KEY) or ""
+        return getattr(operator, IMAGE_LINK_ATTRIBUTE, None) or ""
 
 
-def push_image_link(context: Context, result: Mapping[str, Any]) -> None:
-    """Keep the URL the link opens; the worker turns it into the link when the task ends."""
+def remember_image_link(operator: BaseOperator, result: Mapping[str, Any]) -> None:
+    """Keep the URL the link opens on the operator; the worker turns it into the link when the task ends."""
     link = image_link(result.get("stored_paths", []), result["result_urls"])
-    context["ti"].xcom_push(key=XCOM_IMAGE_URL_KEY, value=link)
+    setattr(operator, IMAGE_LINK_ATTRIBUTE, link)
 
 
 def image_link(stored_paths: Sequence[str], result_urls: Sequence[str]) -> str | None:

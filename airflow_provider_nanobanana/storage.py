@@ -66,14 +66,22 @@ class StoredImage:
 
 
 def output_location(output_path: str | ObjectStoragePath) -> ObjectStoragePath:
-    """The folder to store into; a plain path (no scheme) is a local directory, made absolute."""
+    """The folder to store into; a plain path (no scheme) is a local directory, and must be absolute:
+    a relative one would land wherever the worker process happens to run."""
     if isinstance(output_path, ObjectStoragePath):
         return output_path
     if not isinstance(output_path, str) or not output_path.strip():
         raise ApixoInputError("output_path", f"must be a non-empty path or URI; got {output_path!r}")
     if "://" not in output_path:
+        folder = Path(output_path).expanduser()
+        if not folder.is_absolute():
+            rule = (
+                "must be an absolute folder (/data/covers, ~/covers) or a URI (file:///data/covers, "
+                f"s3://conn_id@bucket/covers); got {output_path!r}, relative to no folder the worker knows"
+            )
+            raise ApixoInputError("output_path", rule)
         # Not Path.as_uri(): ObjectStoragePath keeps percent-escapes literally ("my%20dir").
-        return ObjectStoragePath(f"file://{Path(output_path).expanduser().resolve()}")
+        return ObjectStoragePath(f"file://{folder.resolve()}")
     try:
         return ObjectStoragePath(output_path)
     except ValueError as error:

@@ -28,7 +28,7 @@ with DAG(
         task_id="seedream_image",
         model="seedream-4-5",
         input={"prompt": "a paper boat on a rainy street, {{ ds }}"},
-        output_path=os.environ.get("NANOBANANA_OUTPUT_DIR", "output"),
+        output_path=os.environ.get("NANOBANANA_OUTPUT_DIR", "/tmp/nanobanana-output"),
         retries=2,
     )
     ApixoGenerateOperator(

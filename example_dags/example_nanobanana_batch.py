@@ -42,7 +42,7 @@ with DAG(
         task_id="generate",
         map_index_template="{{ task.prompt | truncate(40) }}",  # the prompt names each mapped task
         pool="apixo",
-        output_path=os.path.join(os.environ.get("NANOBANANA_OUTPUT_DIR", "output"), "batch"),
+        output_path=os.path.join(os.environ.get("NANOBANANA_OUTPUT_DIR", "/tmp/nanobanana-output"), "batch"),
         on_content_violation="skip",  # a refused prompt ends skipped; the rest of the batch goes on
         retries=2,
     ).expand(prompt=read_prompts())

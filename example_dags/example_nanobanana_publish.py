@@ -22,7 +22,7 @@ from airflow_provider_nanobanana.operators.nanobanana import NanoBananaGenerateO
 
 PLAN = Path(__file__).with_name("content_prompts.json")
 COVERS = Asset("nanobanana_covers")
-OUTPUT_DIR = os.environ.get("NANOBANANA_OUTPUT_DIR", "output")
+OUTPUT_DIR = os.environ.get("NANOBANANA_OUTPUT_DIR", "/tmp/nanobanana-output")
 
 with DAG(
     dag_id="example_nanobanana_publish",

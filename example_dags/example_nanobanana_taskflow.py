@@ -28,7 +28,7 @@ with DAG(
     def pick_style(ds: str | None = None) -> str:
         return "gouache" if ds is None or int(ds[-2:]) % 2 else "linocut print"
 
-    @task.nanobanana(output_path=os.environ.get("NANOBANANA_OUTPUT_DIR", "output"), retries=2)
+    @task.nanobanana(output_path=os.environ.get("NANOBANANA_OUTPUT_DIR", "/tmp/nanobanana-output"), retries=2)
     def cover(style: str, params: dict[str, Any]) -> dict[str, Any]:
         return {"prompt": f"{params['subject']} at dawn, {style}", "aspect_ratio": "16:9"}
 

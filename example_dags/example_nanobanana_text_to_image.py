@@ -1,7 +1,7 @@
 """Text to image: generate a picture with Nano Banana and store it before its URL expires.
 
 `make demo` runs this DAG with `airflow dags test`. ``output_path`` downloads the image on the worker
-right after success into ``$NANOBANANA_OUTPUT_DIR`` (default ``./output``); any
+right after success into ``$NANOBANANA_OUTPUT_DIR`` (default ``/tmp/nanobanana-output``); any
 ``ObjectStoragePath`` works there too, such as ``s3://aws_default@bucket/covers/``.
 """
 
@@ -28,6 +28,6 @@ with DAG(
         prompt="{{ params.prompt }}",
         aspect_ratio="16:9",
         output_format="png",
-        output_path=os.environ.get("NANOBANANA_OUTPUT_DIR", "output"),
+        output_path=os.environ.get("NANOBANANA_OUTPUT_DIR", "/tmp/nanobanana-output"),
         retries=2,  # safe: a retry waits for the task already paid for, never submits it twice
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import socket
 import threading
 import time
@@ -49,6 +50,15 @@ class RecordingPolicy(RetryPolicy):
         value = super().wait(state)
         self.waits.append(value)
         return value
+
+
+# An error-level line as Airflow writes it: on the console (`[error    ]`), in task logs (JSON).
+_ERROR_LEVEL = re.compile(r'\[(error|critical) *\]|"level": ?"(error|critical)"')
+
+
+def error_lines(log: str) -> list[str]:
+    """The error-level lines of an Airflow log: a successful run should have none."""
+    return [line for line in log.splitlines() if _ERROR_LEVEL.search(line)]
 
 
 def submit(prompt: str = "a lighthouse", model: str = "nano-banana") -> str:

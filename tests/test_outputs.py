@@ -16,7 +16,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException, T
 
 from airflow_provider_nanobanana.exceptions import ApixoInputError, ApixoTaskRejectedError, ApixoWaitError
 from airflow_provider_nanobanana.hooks.apixo import ApixoHook
-from airflow_provider_nanobanana.links import XCOM_IMAGE_URL_KEY, image_link
+from airflow_provider_nanobanana.links import GeneratedImageLink, image_link
 from airflow_provider_nanobanana.operators.nanobanana import XCOM_TASK_ID_KEY, NanoBananaGenerateOperator
 from airflow_provider_nanobanana.reattach import RECORD_KEY
 from airflow_provider_nanobanana.sensors.nanobanana import NanoBananaTaskSensor
@@ -203,6 +203,7 @@ def test_output_path_needs_the_wait() -> None:
     ("output_path", "rule"),
     [
         ("", "must be a non-empty path or URI"),
+        ("covers/2026-01-01/", "must be an absolute folder .* got 'covers/2026-01-01/'"),
         ("nosuch://bucket/covers/", "is not a location Airflow can store to"),
         ("gs://bucket/covers/", "no filesystem for gs://"),  # the Google provider is not installed
         ("{tmp}/a-file/covers", "cannot create"),
@@ -222,14 +223,14 @@ def test_an_unusable_output_path_fails_before_any_request(
 def test_the_image_link_opens_the_stored_copy_where_a_browser_reaches_it(
     emulator_admin: EmulatorAdmin, tmp_path: Path
 ) -> None:
-    stored = FakeTaskInstance()
-    operator(output_path=str(tmp_path)).execute({"ti": stored, "task_state_store": FakeStore()})
-    only_urls = FakeTaskInstance()
-    result = operator().execute({"ti": only_urls, "task_state_store": FakeStore()})
+    stored, only_urls = operator(output_path=str(tmp_path)), operator()
+    stored.execute(context())
+    result = only_urls.execute(context())
 
     # A local file is not reachable from a browser: the link opens APIXO's URL.
-    assert stored.xcom[XCOM_IMAGE_URL_KEY].startswith(emulator_admin.root_url)
-    assert only_urls.xcom[XCOM_IMAGE_URL_KEY] == result["result_urls"][0]
+    link = GeneratedImageLink()
+    assert link.get_link(stored, ti_key=FakeTaskInstance()).startswith(emulator_admin.root_url)  # type: ignore[arg-type]
+    assert link.get_link(only_urls, ti_key=FakeTaskInstance()) == result["result_urls"][0]  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

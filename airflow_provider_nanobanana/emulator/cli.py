@@ -61,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--port", type=int, default=8089, help="port, 0 picks a free one (default: %(default)s)"
     )
     keys = parser.add_mutually_exclusive_group()
-    keys.add_argument("--api-key", default=DEFAULT_API_KEY, help="the only bearer token accepted")
+    keys.add_argument(
+        "--api-key", default=DEFAULT_API_KEY, help="the only bearer token accepted (default: %(default)s)"
+    )
     keys.add_argument("--any-key", action="store_true", help="accept any non-empty bearer token")
     parser.add_argument(
         "--generation-seconds",

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import math
 import random
+import ssl
 import time
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
@@ -25,15 +26,18 @@ from urllib.parse import urlsplit
 
 import httpx
 from airflow.sdk import BaseHook
+from airflow.sdk.exceptions import AirflowNotFoundException
 from airflow.sdk.log import mask_secret
 from tenacity import AsyncRetrying, Retrying, retry_if_exception, stop_after_attempt, stop_before_delay
 
 from airflow_provider_nanobanana import __version__
 from airflow_provider_nanobanana.callbacks import check_callback_base_url
+from airflow_provider_nanobanana.compat import aget_connection
 from airflow_provider_nanobanana.exceptions import (
     ApixoApiError,
     ApixoAuthError,
     ApixoBadRequestError,
+    ApixoConnectionNotFoundError,
     ApixoError,
     ApixoInputError,
     ApixoInsufficientBalanceError,
@@ -299,9 +303,11 @@ class ApixoHook(BaseHook):
     def settings(self) -> ConnectionSettings:
         """The connection's settings; a sync lookup, so never from inside an event loop."""
         if self._settings is None:
-            conn = self.get_connection(self.apixo_conn_id)
+            try:
+                conn = self.get_connection(self.apixo_conn_id)
+            except AirflowNotFoundException:
+                raise ApixoConnectionNotFoundError(self.apixo_conn_id, "for this task") from None
             self._settings = ConnectionSettings.from_connection(conn, self.timeout)
-        assert self._settings is not None
         return self._settings
 
     @property
@@ -340,7 +346,11 @@ class ApixoHook(BaseHook):
             if self._ashared is not None and self._ashared_loop is not None:
                 CLIENTS.abandon(self._ashared_loop, self.settings.client_key)
             if self._settings is None:
-                conn = await self.aget_connection(self.apixo_conn_id)
+                try:
+                    conn = await aget_connection(self.apixo_conn_id)
+                except AirflowNotFoundException:
+                    where = "where deferred tasks wait (the triggerer)"
+                    raise ApixoConnectionNotFoundError(self.apixo_conn_id, where) from None
                 self._settings = ConnectionSettings.from_connection(conn, self.timeout)
             settings = self.settings
             self._ashared = CLIENTS.alease(
@@ -525,7 +535,7 @@ class ApixoHook(BaseHook):
             pass
         raise ApixoError(
             f"{self.settings.base_url} does not answer like the APIXO API (it does not ask for an API key): "
-            "check the Base URL field of the APIXO connection"
+            f"check the Base URL field of the APIXO connection {self.apixo_conn_id!r}"
         )
 
     # -- transport -------------------------------------------------------------------------------
@@ -553,7 +563,7 @@ class ApixoHook(BaseHook):
                 try:
                     response = shared.client.request(method, path, timeout=left, **kwargs)
                 except httpx.HTTPError as error:
-                    raise _transport_error(error, method, what) from error
+                    raise _transport_error(error, method, what, self.apixo_conn_id) from error
             return self._checked(response, what)
 
         return Retrying(**self._retry_options(what, attempts, time_limit))(attempt)
@@ -582,7 +592,7 @@ class ApixoHook(BaseHook):
                 try:
                     response = await shared.client.request(method, path, **kwargs)
                 except httpx.HTTPError as error:
-                    raise _transport_error(error, method, what) from error
+                    raise _transport_error(error, method, what, self.apixo_conn_id) from error
             return self._checked(response, what)
 
         return await AsyncRetrying(**self._retry_options(what, attempts))(attempt)
@@ -590,7 +600,7 @@ class ApixoHook(BaseHook):
     def _checked(self, response: httpx.Response, what: str) -> Any:
         """The envelope's data; an answer that asks to slow down pauses the whole key first."""
         try:
-            return _read_envelope(response, what)
+            return _read_envelope(response, what, self.apixo_conn_id)
         except ApixoApiError as error:
             if isinstance(error, ApixoRateLimitError) or error.retry_after is not None:
                 retry_after = error.retry_after
@@ -647,7 +657,11 @@ def _learned(outcome: PollOutcome) -> PollOutcome:
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
-def _transport_error(error: httpx.HTTPError, method: str, what: str) -> ApixoError:
+# What OpenSSL reports when the server answers a TLS handshake in plain HTTP (OpenSSL 3.0; 3.2 and later).
+_PLAIN_HTTP_REASONS = frozenset({"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG"})
+
+
+def _transport_error(error: httpx.HTTPError, method: str, what: str, conn_id: str) -> ApixoError:
     """Name what went wrong on the wire (or in decoding); a POST that may have been received is final."""
     if method == "POST" and not isinstance(error, _NOT_SENT):
         return ApixoSubmissionUncertainError(what, f"{type(error).__name__}: {error}")
@@ -656,7 +670,25 @@ def _transport_error(error: httpx.HTTPError, method: str, what: str) -> ApixoErr
     except RuntimeError:  # an error built without its request
         url = "APIXO"
     kind = "timed out" if isinstance(error, httpx.TimeoutException) else "failed"
-    return ApixoTransportError(f"{what}: request to {url} {kind} ({type(error).__name__}: {error})")
+    message = f"{what}: request to {url} {kind} ({type(error).__name__}: {error})"
+    if _answered_in_plain_http(error):
+        message += (
+            ". The server did not answer in TLS: if it serves plain HTTP, write http:// before the host "
+            f"in the Base URL field of the APIXO connection {conn_id!r} (a host without one means https://)"
+        )
+    return ApixoTransportError(message)
+
+
+def _answered_in_plain_http(error: BaseException) -> bool:
+    """Whether the TLS handshake failed because the server answered it in plain HTTP."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:  # a chain may loop back on itself
+        if isinstance(cause, ssl.SSLError):
+            return cause.reason in _PLAIN_HTTP_REASONS
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 # 5xx map to ApixoServerError; other codes without an entry to the base ApixoApiError.
@@ -670,7 +702,7 @@ _ERRORS_BY_STATUS: dict[int, type[ApixoApiError]] = {
 }
 
 
-def _read_envelope(response: httpx.Response, what: str) -> Any:
+def _read_envelope(response: httpx.Response, what: str, conn_id: str) -> Any:
     """Return the envelope's ``data``, or raise the error it describes.
 
     APIXO may signal an error in the envelope's ``code`` under HTTP 200: that counts as the status.
@@ -684,18 +716,18 @@ def _read_envelope(response: httpx.Response, what: str) -> Any:
         return envelope.data
     if response.status_code == 200 and envelope.code is None:
         raise ApixoMalformedResponseError(f"{what}: APIXO answered HTTP 200 without a JSON envelope")
-    error = _api_error(status, envelope, response)
+    error = _api_error(status, envelope, response, conn_id)
     if response.request.method == "POST" and not _rejected(error):
         raise ApixoSubmissionUncertainError(what, str(error)) from error
     raise error
 
 
-def _api_error(status: Any, envelope: Envelope, response: httpx.Response) -> ApixoError:
+def _api_error(status: Any, envelope: Envelope, response: httpx.Response, conn_id: str) -> ApixoError:
     if not isinstance(status, int) or not 400 <= status <= 599:
         return ApixoMalformedResponseError(f"APIXO answered an envelope with code {status!r}")
     message = envelope.message or response.reason_phrase or "error"
     error_class = ApixoServerError if status >= 500 else _ERRORS_BY_STATUS.get(status, ApixoApiError)
-    return error_class(status, message, envelope.error_detail, _retry_after(response))
+    return error_class(status, message, envelope.error_detail, _retry_after(response), conn_id=conn_id)
 
 
 def _rejected(error: ApixoError) -> bool:

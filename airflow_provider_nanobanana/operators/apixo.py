@@ -31,7 +31,7 @@ from airflow_provider_nanobanana.exceptions import (
     ApixoWaitError,
 )
 from airflow_provider_nanobanana.hooks.apixo import ApixoHook
-from airflow_provider_nanobanana.links import GeneratedImageLink, push_image_link
+from airflow_provider_nanobanana.links import GeneratedImageLink, remember_image_link
 from airflow_provider_nanobanana.models import (
     VIDEO,
     SubmittableRequest,
@@ -394,7 +394,7 @@ class ApixoGenerateOperator(BaseOperator):
 
     def _announce(self, result: dict[str, Any], context: Context) -> None:
         """Tell the UI (the image link) and downstream DAGs (asset event extra) what was made."""
-        push_image_link(context, result)
+        remember_image_link(self, result)
         prompt = self._prompt()
         extra: dict[str, Any] = {
             "apixo_task_id": result["apixo_task_id"],

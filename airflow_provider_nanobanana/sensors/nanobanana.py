@@ -14,7 +14,7 @@ from airflow.sdk.exceptions import AirflowSensorTimeout
 
 from airflow_provider_nanobanana.exceptions import ApixoError, ApixoInputError, ApixoWaitTimeoutError
 from airflow_provider_nanobanana.hooks.apixo import ApixoHook
-from airflow_provider_nanobanana.links import GeneratedImageLink, push_image_link
+from airflow_provider_nanobanana.links import GeneratedImageLink, remember_image_link
 from airflow_provider_nanobanana.models import DEFAULT_POLL_INTERVAL, NANO_BANANA, check_model_id
 from airflow_provider_nanobanana.polling import (
     DEFAULT_MAX_CONSECUTIVE_ERRORS,
@@ -166,7 +166,7 @@ class NanoBananaTaskSensor(BaseSensorOperator):
         """The result, its images stored when ``output_path`` is set, and the image link set."""
         if self.output_path is not None:
             result = store_results(result, self.output_path, context, self.max_image_bytes, self.log)
-        push_image_link(context, result)
+        remember_image_link(self, result)
         return result
 
 

@@ -25,9 +25,9 @@ def _dag(dag_id: str) -> DAG:
     )
 
 
-def _generate(**kwargs: object) -> NanoBananaGenerateOperator:
+def _generate(task_id: str = "generate", **kwargs: object) -> NanoBananaGenerateOperator:
     return NanoBananaGenerateOperator(
-        task_id="generate",
+        task_id=task_id,
         prompt="{{ params.prompt }}",
         output_format="{{ params.output_format }}",
         **{**FAST, **kwargs},  # type: ignore[arg-type]
@@ -144,3 +144,19 @@ with _dag("test_generate_mapped_retrying") as generate_mapped_retrying:
     NanoBananaGenerateOperator.partial(
         task_id="generate", **{**FAST, "timeout": 3}, retries=1, retry_delay=timedelta(0)
     ).expand(prompt=["a red kite [emulator:seconds=5]", "a blue kite [emulator:seconds=5]"])
+
+
+# Every way of waiting in one run, for `airflow dags test` with a connection saved in Airflow's DB:
+# deferred and blocking, the sensor on an id submitted upstream, and the decorator.
+with _dag("test_every_wait") as every_wait:
+    _generate("deferred", deferrable=True)
+    _generate("blocking", deferrable=False)
+    _generate(wait_for_completion=False) >> NanoBananaTaskSensor(
+        task_id="wait", apixo_task_id=TASK_ID_FROM_XCOM, poke_interval=0.2, timeout=30
+    )
+
+    @task.nanobanana(**FAST)
+    def decorated(params: dict[str, Any]) -> str:
+        return f"{params['prompt']}, drawn by a function"
+
+    decorated()

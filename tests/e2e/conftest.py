@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.conftest import ROOT, TEST_API_KEY, apixo_connection
+from tests.conftest import ROOT, TEST_API_KEY
 from tests.e2e.standalone import BIN, PASSWORD, Standalone, spawn, wait_until
 from tests.support import EmulatorAdmin, LocalReceiver, free_port
 
@@ -71,16 +71,20 @@ def standalone(e2e_home: Path, emulator_process: EmulatorAdmin, cms: LocalReceiv
         e2e_home / "airflow",
         {"provider_examples": ROOT / "example_dags", "e2e_dags": E2E_DAGS},
         {
-            "AIRFLOW_CONN_APIXO_DEFAULT": apixo_connection(base_url),
             "AIRFLOW_CONN_CONTENT_PUBLISH": json.dumps(publish),
             "NANOBANANA_OUTPUT_DIR": str(e2e_home / "output"),
         },
     )
-    # Callback mode: APIXO's webhook goes to this api-server's plugin route.
-    airflow.env["AIRFLOW_CONN_APIXO_CALLBACK"] = apixo_connection(base_url, callback_base_url=airflow.url)
     airflow.home.mkdir()
     airflow.start()
     try:
+        # APIXO connections as users save them, in Airflow's database: workers, triggerers and the
+        # api-server read them from there. apixo_callback sends APIXO's webhook to the plugin route.
+        airflow.save_connection("apixo_default", "apixo", host=base_url, password=TEST_API_KEY)
+        callback = json.dumps({"callback_base_url": airflow.url})
+        airflow.save_connection(
+            "apixo_callback", "apixo", host=base_url, password=TEST_API_KEY, extra=callback
+        )
         airflow.create_pool("apixo", 1000, include_deferred=True)  # the batch example's, as documented
         yield airflow
     finally:

@@ -247,6 +247,10 @@ class Standalone:
     def unpause(self, dag_id: str) -> None:
         self._json("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
 
+    def save_connection(self, conn_id: str, conn_type: str, **fields: Any) -> None:
+        """Save a connection in Airflow's database through the REST API, as the UI's form does."""
+        self._json("POST", "/connections", json={"connection_id": conn_id, "conn_type": conn_type, **fields})
+
     def create_pool(self, name: str, slots: int, *, include_deferred: bool) -> None:
         body = {"name": name, "slots": slots, "include_deferred": include_deferred}
         self._json("POST", "/pools", json=body)

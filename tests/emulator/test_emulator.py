@@ -1029,6 +1029,15 @@ def test_cli_parser_defaults_and_flags() -> None:
             parser.parse_args(bad)
 
 
+def test_cli_help_names_the_default_key(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")  # argparse wraps help to the terminal's width
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["--help"])
+    assert "the only bearer token accepted (default: apixo-emulator-key)" in capsys.readouterr().out
+
+
 def test_cli_model_seconds_are_repeatable_and_checked(capsys: pytest.CaptureFixture[str]) -> None:
     parser = cli.build_parser()
     flags = ["--model-seconds", "veo-3-1=45", "--model-seconds", "flux-2=8", "--model-seconds", "x=0"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import time
 from concurrent.futures import Future
 from datetime import UTC, datetime, timedelta
@@ -139,6 +140,7 @@ def test_wrong_key_raises_auth_error_without_leaking_the_key(make_hook, emulator
         else:
             hook.get_task_status(MODEL, "task_x")
     assert caught.value.http_status == 401
+    assert "Check the API key field of the APIXO connection 'apixo_wrong'" in str(caught.value)
     assert WRONG_KEY not in str(caught.value)
     assert TEST_API_KEY not in str(caught.value)
     assert len(emulator_admin.requests()) == 1  # never retried
@@ -957,7 +959,7 @@ def test_test_connection_with_a_wrong_key(make_hook, emulator, emulator_admin):
     assert not ok
     assert message == (
         "APIXO rejected the API key: APIXO answered 401 (Invalid or missing API key). "
-        "Check the API key field of the APIXO connection"
+        "Check the API key field of the APIXO connection 'apixo_wrong'"
     )
     assert WRONG_KEY not in message
     assert len(emulator_admin.requests()) == 1
@@ -1042,14 +1044,34 @@ def test_test_connection_fallback_accepts_a_status_read_answered_400(fake_api):
     assert probe.call_count == 2
 
 
-def test_test_connection_reports_a_tls_failure_naming_the_host(make_hook, emulator):
-    """HTTPS to a plain-HTTP port: a real TLS handshake failure."""
-    host = f"127.0.0.1:{emulator.port}"
-    hook = make_hook("apixo_tls", connection=apixo_connection(f"https://{host}/api/v1"))
+@pytest.mark.parametrize("host", ["https://127.0.0.1:{port}/api/v1", "127.0.0.1:{port}"])
+def test_test_connection_reports_a_tls_failure_naming_the_host(make_hook, emulator, host):
+    """HTTPS to a plain-HTTP port (a host without a scheme means https): a real TLS handshake
+    failure, with the hint the Base URL needs http://."""
+    hook = make_hook("apixo_tls", connection=apixo_connection(host.format(port=emulator.port)))
     ok, message = hook.test_connection()
     assert not ok
-    assert f"https://{host}/api/v1/apikeys/current-balance failed" in message
+    assert f"https://127.0.0.1:{emulator.port}/api/v1/apikeys/current-balance failed" in message
     assert "SSL" in message
+    hint = "write http:// before the host in the Base URL field of the APIXO connection 'apixo_tls'"
+    assert hint in message
+
+
+def test_a_tls_failure_of_another_kind_gives_no_http_hint(fake_api):
+    """A server that speaks TLS but fails the handshake otherwise is not told to use plain HTTP."""
+    mock, hook = fake_api
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        try:
+            raise ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] verify failed")
+        except ssl.SSLError as error:
+            raise httpx.ConnectError(str(error), request=request) from error
+
+    mock.get("/statusTask/nano-banana").mock(side_effect=refuse)
+    with pytest.raises(ApixoTransportError) as caught:
+        hook.get_task_status(MODEL, "task_1")
+    assert "CERTIFICATE_VERIFY_FAILED" in str(caught.value)
+    assert "http://" not in str(caught.value)
 
 
 def test_test_connection_reports_a_timeout_naming_the_host(make_hook, emulator, emulator_admin):
@@ -1074,7 +1096,7 @@ def test_test_connection_with_a_wrong_base_path_and_a_wrong_key(make_hook, emula
     hook = make_hook("apixo_wrongpath", connection=apixo_connection(base, WRONG_KEY))
     ok, message = hook.test_connection()
     assert not ok, message
-    assert "check the Base URL field of the APIXO connection" in message
+    assert "check the Base URL field of the APIXO connection 'apixo_wrongpath'" in message
 
 
 # --- model ids ------------------------------------------------------------------------------------------

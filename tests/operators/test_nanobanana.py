@@ -10,7 +10,12 @@ import pytest
 from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR, TriggerFailureReason
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 
-from airflow_provider_nanobanana.exceptions import ApixoInputError, ApixoTaskFailedError
+from airflow_provider_nanobanana.exceptions import (
+    ApixoConnectionNotFoundError,
+    ApixoInputError,
+    ApixoTaskFailedError,
+)
+from airflow_provider_nanobanana.links import GeneratedImageLink
 from airflow_provider_nanobanana.operators.nanobanana import NanoBananaGenerateOperator
 from airflow_provider_nanobanana.triggers.nanobanana import NanoBananaTaskTrigger
 from tests.support import FakeTaskInstance
@@ -198,6 +203,19 @@ def test_lost_submission_answer_is_not_resent(emulator_admin: EmulatorAdmin) -> 
     assert emulator_admin.submissions() == 1
 
 
+@pytest.mark.parametrize("deferrable", [True, False])
+def test_a_connection_not_defined_fails_before_anything_is_sent(
+    emulator_admin: EmulatorAdmin, deferrable: bool
+) -> None:
+    with pytest.raises(ApixoConnectionNotFoundError) as caught:
+        execute(make_operator(apixo_conn_id="apixo_nowhere", deferrable=deferrable))
+
+    assert "The APIXO connection 'apixo_nowhere' is not defined for this task" in str(caught.value)
+    assert "airflow connections add apixo_nowhere --conn-type apixo" in str(caught.value)
+    assert "AIRFLOW_CONN_APIXO_NOWHERE" in str(caught.value)
+    assert emulator_admin.requests() == []
+
+
 def test_rejected_request_is_final(emulator_admin: EmulatorAdmin) -> None:
     emulator_admin.inject_http_errors(400, times=1, endpoint="submit")
 
@@ -206,8 +224,8 @@ def test_rejected_request_is_final(emulator_admin: EmulatorAdmin) -> None:
 
 
 def test_success_event_returns_the_result() -> None:
-    ti = FakeTaskInstance()
-    result = make_operator().execute_complete({"ti": ti}, event("success", task_dict("success")))  # type: ignore[arg-type]
+    ti, op = FakeTaskInstance(), make_operator()
+    result = op.execute_complete({"ti": ti}, event("success", task_dict("success")))  # type: ignore[arg-type]
 
     assert result == {
         "apixo_task_id": "task_1",
@@ -217,7 +235,7 @@ def test_success_event_returns_the_result() -> None:
         "complete_time": 2,
         "cost_time": 1,
     }
-    assert ti.xcom["apixo_image_url"] == "https://cdn.example/a.png"  # the "Generated image" link
+    assert GeneratedImageLink().get_link(op, ti_key=ti) == "https://cdn.example/a.png"  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from airflow_provider_nanobanana.exceptions import ApixoConnectionNotFoundError
 from airflow_provider_nanobanana.hooks import apixo
 from airflow_provider_nanobanana.hooks.apixo import RetryPolicy
 from airflow_provider_nanobanana.triggers.nanobanana import NanoBananaTaskTrigger
@@ -129,6 +130,14 @@ async def test_rejected_key_yields_error_without_retrying(
     assert "401" in event.payload["message"]
     assert "sk-wrong-key" not in event.payload["message"]
     assert emulator_admin.request_count("GET") == reads_before + 1
+
+
+async def test_a_connection_the_triggerer_cannot_find_is_named(emulator_admin: EmulatorAdmin) -> None:
+    with pytest.raises(ApixoConnectionNotFoundError) as caught:
+        await run_to_end(make_trigger("task_1", apixo_conn_id="apixo_nowhere"))
+
+    assert "'apixo_nowhere' is not defined where deferred tasks wait (the triggerer)" in str(caught.value)
+    assert emulator_admin.requests() == []
 
 
 @pytest.fixture
