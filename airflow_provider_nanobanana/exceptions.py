@@ -10,7 +10,11 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow_provider_nanobanana.compat import (
+    AirflowException,
+    AirflowFailException,
+    AirflowNotFoundException,
+)
 
 
 class ApixoError(AirflowException):
@@ -30,7 +34,7 @@ class ApixoInputError(ApixoError, AirflowFailException, ValueError):
         self.rule = rule
 
 
-class ApixoConnectionNotFoundError(ApixoError):
+class ApixoConnectionNotFoundError(ApixoError, AirflowNotFoundException):
     """The APIXO connection is not defined where the hook looks it up: nothing was sent."""
 
     def __init__(self, conn_id: str, where: str) -> None:

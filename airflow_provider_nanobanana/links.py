@@ -10,9 +10,9 @@ that does not exist yet, which Airflow logs as an error.
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlsplit
 
-from airflow.sdk import BaseOperatorLink, ObjectStoragePath
+from airflow.sdk import BaseOperatorLink
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -57,8 +57,10 @@ def image_link(stored_paths: Sequence[str], result_urls: Sequence[str]) -> str |
 
 
 def _browser_url(uri: str) -> str | None:
+    """The stored URI as a browser opens it; the connection id before ``@`` is Airflow's, not the store's."""
     if uri.startswith(("https://", "http://")):
         return uri
-    path = ObjectStoragePath(uri)
-    template = _BROWSER_URLS.get(path.protocol)
-    return template.format(bucket=quote(path.bucket), key=quote(path.key)) if template else None
+    parts = urlsplit(uri)
+    template = _BROWSER_URLS.get(parts.scheme)
+    bucket, key = parts.netloc.rpartition("@")[2], unquote(parts.path).lstrip("/")
+    return template.format(bucket=quote(bucket), key=quote(key)) if template else None

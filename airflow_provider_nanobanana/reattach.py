@@ -1,7 +1,8 @@
 """Reattach on retry: the APIXO task a try submitted, kept as unfinished work in ``task_state_store``.
 
 Right after a submission the operator records the APIXO task id in Airflow's ``task_state_store``,
-which outlives the try (it is keyed by DAG, run, task and map index). A later try that finds a record
+which outlives the try (it is keyed by DAG, run, task and map index; before Airflow 3.3, the
+stand-in of :mod:`.state_store`). A later try that finds a record
 waits for that task instead of paying for a new one. The record is dropped as soon as the Airflow
 task has an outcome (success, or an APIXO failure), because Airflow 3.3 does not empty the store
 when a task is cleared: a record is therefore always work that was paid for and not yet delivered,
@@ -22,6 +23,8 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
+
+from airflow_provider_nanobanana.state_store import task_state_store
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -84,8 +87,10 @@ class SubmissionRecord:
         self._store = store
 
     @classmethod
-    def of(cls, context: Context) -> SubmissionRecord:
-        store = context.get("task_state_store")
+    def of(cls, context: Context, *, resumed: bool = False) -> SubmissionRecord:
+        """The record of this task instance; ``resumed``: back from the triggerer, not a new start."""
+        ti = context.get("ti")
+        store = task_state_store(context, new_try=not resumed and getattr(ti, "try_number", 0) == 1)
         if store is None:
             log.warning("No task_state_store in the context: a retry cannot reattach to a submitted task")
         return cls(store)

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import httpx
 import tenacity
@@ -53,6 +54,7 @@ _SNIFF_BYTES = 12
 _ACCEPTED_DECLARED = ("image/", "application/octet-stream", "binary/octet-stream")
 _UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 _MAX_WHERE_CHARS = 150
+_LOCAL_PROTOCOLS = ("", "file", "local")
 
 
 @dataclass(frozen=True)
@@ -66,26 +68,35 @@ class StoredImage:
 
 
 def output_location(output_path: str | ObjectStoragePath) -> ObjectStoragePath:
-    """The folder to store into; a plain path (no scheme) is a local directory, and must be absolute:
-    a relative one would land wherever the worker process happens to run."""
+    """The folder to store into; a plain path (no scheme) is a local directory. A local folder must be
+    absolute: a relative one would resolve against each worker's working directory."""
     if isinstance(output_path, ObjectStoragePath):
+        if output_path.protocol in _LOCAL_PROTOCOLS and not output_path.is_absolute():
+            raise ApixoInputError("output_path", _must_be_absolute(str(output_path)))
         return output_path
     if not isinstance(output_path, str) or not output_path.strip():
         raise ApixoInputError("output_path", f"must be a non-empty path or URI; got {output_path!r}")
     if "://" not in output_path:
         folder = Path(output_path).expanduser()
         if not folder.is_absolute():
-            rule = (
-                "must be an absolute folder (/data/covers, ~/covers) or a URI (file:///data/covers, "
-                f"s3://conn_id@bucket/covers); got {output_path!r}, relative to no folder the worker knows"
-            )
-            raise ApixoInputError("output_path", rule)
+            raise ApixoInputError("output_path", _must_be_absolute(output_path))
         # Not Path.as_uri(): ObjectStoragePath keeps percent-escapes literally ("my%20dir").
         return ObjectStoragePath(f"file://{folder.resolve()}")
+    parts = urlsplit(output_path)
+    if parts.scheme in _LOCAL_PROTOCOLS and parts.netloc not in ("", "localhost"):  # file://covers/
+        raise ApixoInputError("output_path", _must_be_absolute(output_path))
     try:
         return ObjectStoragePath(output_path)
     except ValueError as error:
         raise ApixoInputError("output_path", f"is not a location Airflow can store to ({error})") from None
+
+
+def _must_be_absolute(output_path: str) -> str:
+    return (
+        "must be an absolute folder (/data/covers, ~/covers, file:///data/covers) or an object store URI "
+        f"(s3://conn_id@bucket/covers); got {output_path!r}, which would resolve against each worker's "
+        "working directory"
+    )
 
 
 def prepared_location(output_path: str | ObjectStoragePath) -> ObjectStoragePath:

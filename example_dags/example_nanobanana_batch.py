@@ -14,7 +14,7 @@ import os
 from datetime import datetime
 from typing import Any
 
-from airflow.sdk import DAG, Param, TriggerRule, task
+from airflow.sdk import DAG, Param, task
 
 from airflow_provider_nanobanana.operators.nanobanana import NanoBananaGenerateOperator
 
@@ -47,7 +47,7 @@ with DAG(
         retries=2,
     ).expand(prompt=read_prompts())
 
-    @task(trigger_rule=TriggerRule.NONE_FAILED)  # run even when some prompts were skipped
+    @task(trigger_rule="none_failed")  # run even when some prompts were skipped
     def summarize(results: list[dict]) -> list[str]:
         stored = [path for result in results for path in result["stored_paths"]]
         print(f"{len(stored)} image(s) stored:", *stored, sep="\n  ")

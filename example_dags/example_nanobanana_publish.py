@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow.providers.http.operators.http import HttpOperator
-from airflow.sdk import DAG, Asset, TriggerRule, task
+from airflow.sdk import DAG, Asset, task
 
 from airflow_provider_nanobanana.operators.nanobanana import NanoBananaGenerateOperator
 
@@ -48,7 +48,7 @@ with DAG(
         retries=2,  # safe: a retry waits for the task already paid for
     ).expand(prompt=prompts)
 
-    @task(trigger_rule=TriggerRule.NONE_FAILED)
+    @task(trigger_rule="none_failed")
     def manifest(prompts: list[str], ds: str | None = None, ti: Any = None) -> dict:
         """One entry per prompt, in order: its stored cover, or why there is none."""
         entries = []

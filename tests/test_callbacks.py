@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from airflow.sdk.exceptions import TaskDeferred
 from fastapi.testclient import TestClient
 
 from airflow_provider_nanobanana import plugin
@@ -18,6 +17,7 @@ from airflow_provider_nanobanana.callbacks import (
     token_matches,
     token_sha256,
 )
+from airflow_provider_nanobanana.compat import TaskDeferred
 from airflow_provider_nanobanana.exceptions import ApixoInputError
 from airflow_provider_nanobanana.operators.nanobanana import NanoBananaGenerateOperator
 from airflow_provider_nanobanana.reattach import RECORD_KEY

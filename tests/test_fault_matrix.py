@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 import respx
-from airflow.sdk.exceptions import AirflowFailException
 
+from airflow_provider_nanobanana.compat import AirflowFailException
 from airflow_provider_nanobanana.exceptions import ApixoTaskFailedError, ApixoTaskRejectedError
 from airflow_provider_nanobanana.polling import OutcomeStatus
 from tests.conftest import apixo_connection

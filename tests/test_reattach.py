@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from airflow.models.taskinstance import TaskInstance
 from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR, TriggerFailureReason
-from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 from airflow.utils.session import create_session
 from sqlalchemy import select
 
+from airflow_provider_nanobanana.compat import AirflowFailException, TaskDeferred
 from airflow_provider_nanobanana.exceptions import (
     ApixoTaskFailedError,
     ApixoTaskRejectedError,

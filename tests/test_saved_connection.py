@@ -7,7 +7,10 @@ error on the way.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -60,3 +63,14 @@ def test_every_way_of_waiting_finds_a_connection_saved_in_the_database(
     assert emulator_admin.submissions() == 4
     assert error_lines(output) == []
     assert TEST_API_KEY not in output
+    # Each waiting task's "Generated image" link, computed when it ended, opens its image.
+    links = image_links(airflow_home)
+    assert set(links) == {"deferred", "blocking", "wait", "decorated"}
+    assert all(link.startswith(emulator_server.root_url) for link in links.values()), links
+
+
+def image_links(home: Path) -> dict[str, str]:
+    """The links Airflow stored for the UI, by task, read from the metadata DB as the UI reads them."""
+    with contextlib.closing(sqlite3.connect(home / "airflow.db")) as db:
+        rows = db.execute("SELECT task_id, value FROM xcom WHERE key = '_link_GeneratedImageLink'").fetchall()
+    return {task_id: json.loads(value) for task_id, value in rows if json.loads(value)}

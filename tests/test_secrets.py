@@ -11,8 +11,8 @@ import logging
 from typing import TYPE_CHECKING
 
 import pytest
-from airflow.sdk.exceptions import TaskDeferred
 
+from airflow_provider_nanobanana.compat import TaskDeferred
 from airflow_provider_nanobanana.exceptions import ApixoError
 from airflow_provider_nanobanana.hooks.apixo import ApixoHook, RetryPolicy
 from airflow_provider_nanobanana.operators.nanobanana import NanoBananaGenerateOperator

@@ -196,7 +196,7 @@ def test_stores_into_an_object_store_and_a_rerun_overwrites_its_own_output(
     again = store_results(result(host.url("image.png")), memory_store, context(), 10**7)
 
     assert again["stored_paths"] == first["stored_paths"]
-    assert first["stored_paths"][0].startswith("memory://bucket/covers/covers__")
+    assert first["stored_paths"][0].startswith(str(memory_store / "covers__"))  # as Airflow spells it
     assert stored.read_bytes() == PNG
     assert hashlib.sha256(stored.read_bytes()).hexdigest() == again["sha256"][0]
     assert leftovers(memory_store) == [stored.name]
@@ -276,3 +276,26 @@ def test_a_url_that_is_not_http_is_refused_without_a_request(tmp_path: Path, url
 def test_output_path_must_be_a_path(output_path: Any) -> None:
     with pytest.raises(ApixoInputError, match="Invalid output_path: must be a non-empty path or URI"):
         output_location(output_path)
+
+
+@pytest.mark.parametrize("output_path", ["covers", "./covers", "file://covers/"])
+def test_a_local_output_path_must_be_absolute(output_path: str) -> None:
+    with pytest.raises(ApixoInputError, match="Invalid output_path: must be an absolute folder"):
+        output_location(output_path)
+
+
+@pytest.mark.skipif(
+    ObjectStoragePath("covers").is_absolute(),
+    reason="this Airflow's ObjectStoragePath makes it '/covers' itself",
+)
+def test_a_relative_object_storage_path_is_refused_too() -> None:
+    with pytest.raises(ApixoInputError, match="Invalid output_path: must be an absolute folder"):
+        output_location(ObjectStoragePath("covers"))
+
+
+@pytest.mark.parametrize(
+    "output_path", ["/data/covers", "~/covers", "file:///data/covers", "file://localhost/d"]
+)
+def test_an_absolute_local_output_path_is_a_local_folder(output_path: str) -> None:
+    folder = output_location(output_path)
+    assert folder.protocol == "file" and folder.is_absolute()

@@ -26,13 +26,12 @@ from urllib.parse import urlsplit
 
 import httpx
 from airflow.sdk import BaseHook
-from airflow.sdk.exceptions import AirflowNotFoundException
 from airflow.sdk.log import mask_secret
 from tenacity import AsyncRetrying, Retrying, retry_if_exception, stop_after_attempt, stop_before_delay
 
 from airflow_provider_nanobanana import __version__
 from airflow_provider_nanobanana.callbacks import check_callback_base_url
-from airflow_provider_nanobanana.compat import aget_connection
+from airflow_provider_nanobanana.compat import AirflowNotFoundException, aget_connection
 from airflow_provider_nanobanana.exceptions import (
     ApixoApiError,
     ApixoAuthError,
@@ -349,7 +348,7 @@ class ApixoHook(BaseHook):
                 try:
                     conn = await aget_connection(self.apixo_conn_id)
                 except AirflowNotFoundException:
-                    where = "where deferred tasks wait (the triggerer)"
+                    where = "for the async lookup (in the triggerer, for a deferred task)"
                     raise ApixoConnectionNotFoundError(self.apixo_conn_id, where) from None
                 self._settings = ConnectionSettings.from_connection(conn, self.timeout)
             settings = self.settings
@@ -685,7 +684,7 @@ def _answered_in_plain_http(error: BaseException) -> bool:
     cause: BaseException | None = error
     while cause is not None and id(cause) not in seen:  # a chain may loop back on itself
         if isinstance(cause, ssl.SSLError):
-            return cause.reason in _PLAIN_HTTP_REASONS
+            return getattr(cause, "reason", None) in _PLAIN_HTTP_REASONS  # None when built in Python
         seen.add(id(cause))
         cause = cause.__cause__ or cause.__context__
     return False

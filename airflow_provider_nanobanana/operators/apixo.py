@@ -11,7 +11,6 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
 from airflow.sdk import Asset, BaseOperator
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException, AirflowTaskTimeout
 from airflow.sdk.log import mask_secret
 
 from airflow_provider_nanobanana.callbacks import (
@@ -21,6 +20,7 @@ from airflow_provider_nanobanana.callbacks import (
     check_callback_base_url,
     mint_ticket,
 )
+from airflow_provider_nanobanana.compat import AirflowFailException, AirflowSkipException, AirflowTaskTimeout
 from airflow_provider_nanobanana.exceptions import (
     ApixoError,
     ApixoInputError,
@@ -263,7 +263,8 @@ class ApixoGenerateOperator(BaseOperator):
         """Back from the trigger, or from its failure or timeout: the task is paid for either way."""
         task_id = own_xcom(context, self.task_id, XCOM_TASK_ID_KEY)
         try:
-            with self._content_violation_policy(), self._paid_for(task_id, self._record(context)):
+            record = self._record(context, resumed=True)
+            with self._content_violation_policy(), self._paid_for(task_id, record):
                 return super().resume_execution(next_method, next_kwargs, context)
         finally:
             self.hook.close()
@@ -421,8 +422,8 @@ class ApixoGenerateOperator(BaseOperator):
             self.log.warning("Skipping this task (on_content_violation='skip'): %s", error)
             raise AirflowSkipException(f"APIXO rejected the request: {error}") from error
 
-    def _record(self, context: Context) -> SubmissionRecord:
-        return SubmissionRecord.of(context) if self.reattach else SubmissionRecord(None)
+    def _record(self, context: Context, *, resumed: bool = False) -> SubmissionRecord:
+        return SubmissionRecord.of(context, resumed=resumed) if self.reattach else SubmissionRecord(None)
 
     def _reattached(
         self, record: SubmissionRecord, fingerprint: str

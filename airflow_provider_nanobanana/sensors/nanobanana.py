@@ -10,8 +10,8 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
-from airflow.sdk.exceptions import AirflowSensorTimeout
 
+from airflow_provider_nanobanana.compat import AirflowSensorTimeout
 from airflow_provider_nanobanana.exceptions import ApixoError, ApixoInputError, ApixoWaitTimeoutError
 from airflow_provider_nanobanana.hooks.apixo import ApixoHook
 from airflow_provider_nanobanana.links import GeneratedImageLink, remember_image_link
@@ -179,6 +179,8 @@ class _CarriedErrors:
 
     @classmethod
     def of(cls, context: Context) -> _CarriedErrors | None:
+        # Airflow's own store only: before 3.3 the count starts again at each poke (documented), as
+        # a Variable read and write on every poke would cost more than the run of errors it keeps.
         store, ti = context.get("task_state_store"), context.get("ti")
         return None if store is None or ti is None else cls(store, ti.try_number)
 

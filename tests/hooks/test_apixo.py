@@ -32,6 +32,7 @@ from airflow_provider_nanobanana.exceptions import (
     ApixoSubmissionUncertainError,
     ApixoTransportError,
 )
+from airflow_provider_nanobanana.hooks import apixo
 from airflow_provider_nanobanana.hooks.apixo import ApixoHook, RetryPolicy
 from airflow_provider_nanobanana.models import DEFAULT_BASE_URL, TaskState
 from airflow_provider_nanobanana.polling import OutcomeStatus
@@ -1057,21 +1058,32 @@ def test_test_connection_reports_a_tls_failure_naming_the_host(make_hook, emulat
     assert hint in message
 
 
-def test_a_tls_failure_of_another_kind_gives_no_http_hint(fake_api):
-    """A server that speaks TLS but fails the handshake otherwise is not told to use plain HTTP."""
-    mock, hook = fake_api
+def tls_failure(reason: str | None, *, loop: bool = False) -> httpx.ConnectError:
+    """An httpx error over an SSLError with ``reason``, as httpx raises it (a loop as respx wraps it)."""
+    ssl_error = ssl.SSLError(1, f"[SSL: {reason}] handshake failed")
+    if reason is not None:
+        ssl_error.reason = reason  # type: ignore[misc]
+    error = httpx.ConnectError(str(ssl_error))
+    error.__cause__ = ssl_error
+    if loop:
+        middle = RuntimeError("wrapped")
+        error.__cause__, middle.__cause__ = middle, error
+    return error
 
-    def refuse(request: httpx.Request) -> httpx.Response:
-        try:
-            raise ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] verify failed")
-        except ssl.SSLError as error:
-            raise httpx.ConnectError(str(error), request=request) from error
 
-    mock.get("/statusTask/nano-banana").mock(side_effect=refuse)
-    with pytest.raises(ApixoTransportError) as caught:
-        hook.get_task_status(MODEL, "task_1")
-    assert "CERTIFICATE_VERIFY_FAILED" in str(caught.value)
-    assert "http://" not in str(caught.value)
+@pytest.mark.parametrize(
+    ("error", "hinted"),
+    [
+        (tls_failure("WRONG_VERSION_NUMBER"), True),  # OpenSSL 3.0 answered in plain HTTP
+        (tls_failure("RECORD_LAYER_FAILURE"), True),  # the same with OpenSSL 3.2 and later
+        (tls_failure("CERTIFICATE_VERIFY_FAILED"), False),  # a TLS server, an untrusted certificate
+        (tls_failure(None), False),
+        (tls_failure("WRONG_VERSION_NUMBER", loop=True), False),  # a cycle ends the walk
+    ],
+)
+def test_only_a_handshake_answered_in_plain_http_suggests_http(error: httpx.ConnectError, hinted: bool):
+    transport_error = apixo._transport_error(error, "GET", "Reading", "apixo_tls")
+    assert ("write http:// before the host" in str(transport_error)) is hinted
 
 
 def test_test_connection_reports_a_timeout_naming_the_host(make_hook, emulator, emulator_admin):

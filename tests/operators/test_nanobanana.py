@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR, TriggerFailureReason
-from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 
+from airflow_provider_nanobanana.compat import AirflowFailException, TaskDeferred
 from airflow_provider_nanobanana.exceptions import (
     ApixoConnectionNotFoundError,
     ApixoInputError,

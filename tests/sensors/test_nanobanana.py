@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from airflow.sdk import PokeReturnValue
-from airflow.sdk.exceptions import (
+
+from airflow_provider_nanobanana.compat import (
     AirflowFailException,
     AirflowSensorTimeout,
     AirflowSkipException,
     TaskDeferred,
 )
-
 from airflow_provider_nanobanana.exceptions import ApixoTaskFailedError, ApixoWaitError
 from airflow_provider_nanobanana.sensors.nanobanana import ERRORS_KEY, NanoBananaTaskSensor
 from tests.support import EmulatorAdmin, FakeStore, FakeTaskInstance, submit

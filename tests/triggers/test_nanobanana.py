@@ -136,7 +136,7 @@ async def test_a_connection_the_triggerer_cannot_find_is_named(emulator_admin: E
     with pytest.raises(ApixoConnectionNotFoundError) as caught:
         await run_to_end(make_trigger("task_1", apixo_conn_id="apixo_nowhere"))
 
-    assert "'apixo_nowhere' is not defined where deferred tasks wait (the triggerer)" in str(caught.value)
+    assert "'apixo_nowhere' is not defined for the async lookup (in the triggerer" in str(caught.value)
     assert emulator_admin.requests() == []
 
 
