@@ -16,6 +16,7 @@ SYSTEM_PACKAGES := redis-server chromium
 # The older Airflow 3 minors users run, each the latest patch, with its dependencies as of a date
 # after its release (Airflow's constraints files are out of reach here): VERSION@DATE.
 OLDER_AIRFLOWS := 3.2.2@2026-07-01 3.1.8@2026-05-15
+OLDEST_AIRFLOW := 3.1.8
 
 .PHONY: install system-deps demo test test-older-airflows bench lint clean
 
@@ -49,7 +50,8 @@ test: lint system-deps
 	$(MAKE) test-older-airflows
 
 # On each older Airflow, in a venv of its own (.venv-airflow-VERSION): the provider installs without
-# touching that Airflow, and the unit and DAG tests pass.
+# touching that Airflow, and the unit and DAG tests pass; on the oldest, the fault drills under
+# `airflow standalone` too (a worker SIGKILLed after submitting is paid for once).
 test-older-airflows: install
 	set -e; for pinned in $(OLDER_AIRFLOWS); do \
 		version=$${pinned%@*}; venv=.venv-airflow-$$version; \
@@ -63,6 +65,8 @@ test-older-airflows: install
 		echo "== Airflow $$version: unit and DAG tests"; \
 		$$venv/bin/pytest -m "not e2e" --deselect tests/test_first_run.py; \
 	done
+	@echo "== Airflow $(OLDEST_AIRFLOW): the fault drills under airflow standalone"
+	.venv-airflow-$(OLDEST_AIRFLOW)/bin/pytest tests/e2e/test_fault_drills.py
 
 bench: install system-deps
 	$(BIN)/python benchmarks/polling_at_scale.py
