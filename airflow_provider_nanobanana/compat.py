@@ -16,9 +16,13 @@ from asgiref.sync import sync_to_async
 from packaging.version import Version
 
 if TYPE_CHECKING:
+    from uuid import UUID
+
     from airflow.sdk import Connection
 
 _installed = Version(Version(airflow_version).base_version)
+AIRFLOW_V_3_2_PLUS = _installed >= Version("3.2.0")
+"""Task instance ids are UUID columns from 3.2 (strings of 36 characters before)."""
 AIRFLOW_V_3_3_PLUS = _installed >= Version("3.3.0")
 """``task_state_store`` came with 3.3 (:mod:`.state_store` stands in before it)."""
 ASYNC_CONNECTION_LOOKUP = _installed >= Version("3.3.2")
@@ -64,6 +68,7 @@ __all__ = [
     "TaskDeferred",
     "aget_connection",
     "determine_kwargs",
+    "task_instance_key",
 ]
 
 
@@ -83,3 +88,8 @@ async def aget_connection(conn_id: str) -> Connection:
         except AirflowNotFoundException:
             pass
     return await sync_to_async(BaseHook.get_connection)(conn_id)
+
+
+def task_instance_key(ti_id: UUID) -> UUID | str:
+    """A task instance's primary key as this Airflow's ``task_instance.id`` column takes it."""
+    return ti_id if AIRFLOW_V_3_2_PLUS else str(ti_id)

@@ -36,6 +36,7 @@ from airflow_provider_nanobanana.callbacks import (
     TRIGGER_CLASSPATH,
     token_matches,
 )
+from airflow_provider_nanobanana.compat import task_instance_key
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def wake(ti_id: str, token: str, apixo_task_id: str | None) -> tuple[int, str]:
     except ValueError:
         return 200, "ignored"
     with create_session() as session:  # committed before the answer
-        ti = session.get(TaskInstance, key, with_for_update={"of": TaskInstance})
+        ti = session.get(TaskInstance, task_instance_key(key), with_for_update={"of": TaskInstance})
         if ti is None:
             return 200, "ignored"
         if ti.state != TaskInstanceState.DEFERRED:
