@@ -1,8 +1,9 @@
 """Provider metadata read by Airflow (entry point ``apache_airflow_provider``).
 
-The connection form of the Airflow 3.3 UI is built only from ``conn-fields`` and
-``ui-field-behaviour`` here. Airflow imports this module while it loads providers, so it imports
-nothing from the package but its version (a test checks the literals against ``models``).
+The connection form of the Airflow 3.2+ UI is built only from ``conn-fields`` and
+``ui-field-behaviour`` here; the hook derives the older versions' form from them. Airflow imports
+this module while it loads providers, so it imports nothing from the package but its version (a
+test checks the literals against ``models``).
 """
 
 from __future__ import annotations
@@ -70,6 +71,13 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
 RELABELING = {"host": "Base URL", "password": "API key"}
 """The form's names for the standard fields the connection uses."""
 
+UI_FIELD_BEHAVIOUR: dict[str, Any] = {
+    "hidden-fields": ["schema", "login", "port", "extra"],
+    "relabeling": RELABELING,
+    "placeholders": {"host": DEFAULT_BASE_URL, "password": "APIXO API key"},
+}
+"""The standard fields: which the form hides, and what it calls and suggests for the others."""
+
 
 def get_provider_info() -> dict[str, Any]:
     return {
@@ -121,11 +129,7 @@ def get_provider_info() -> dict[str, Any]:
                 "hook-name": "APIXO",
                 "connection-type": "apixo",
                 "conn-fields": CONN_FIELDS,
-                "ui-field-behaviour": {
-                    "hidden-fields": ["schema", "login", "port", "extra"],
-                    "relabeling": RELABELING,
-                    "placeholders": {"host": DEFAULT_BASE_URL, "password": "APIXO API key"},
-                },
+                "ui-field-behaviour": UI_FIELD_BEHAVIOUR,
             }
         ],
     }

@@ -36,7 +36,7 @@ from airflow_provider_nanobanana.callbacks import (
     TRIGGER_CLASSPATH,
     token_matches,
 )
-from airflow_provider_nanobanana.compat import task_instance_key
+from airflow_provider_nanobanana.compat import DEFERRING_TRY, task_instance_key
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,11 @@ def wake(ti_id: str, token: str, apixo_task_id: str | None) -> tuple[int, str]:
             return 200, "ignored"
         if datetime.now(UTC) - trigger.created_date < DEFERRAL_SETTLING:
             return 503, "not ready: call again"
-        handle_event_submit(TriggerEvent({"status": CALLBACK_STATUS}), task_instance=ti, session=session)
+        handle_event_submit(
+            TriggerEvent({"status": CALLBACK_STATUS, DEFERRING_TRY: ti.try_number}),
+            task_instance=ti,
+            session=session,
+        )
     return 200, "woken"
 
 

@@ -24,9 +24,23 @@ EXAMPLES = [
 ]
 JSON_FORM, *URIS = EXAMPLES
 
+# Workers parse AIRFLOW_CONN_* with the task SDK's Connection from Airflow 3.1, with the cli's class on 3.0.
+WORKER_CONNECTION = Connection if hasattr(Connection, "from_uri") else StoredConnection
+
+
+def parse_as_cli(uri: str) -> StoredConnection:
+    return StoredConnection(conn_id="apixo_default", uri=uri)
+
+
+def parse_as_worker(uri: str) -> Connection | StoredConnection:
+    if WORKER_CONNECTION is StoredConnection:
+        return parse_as_cli(uri)
+    return Connection.from_uri(uri, conn_id="apixo_default")
+
+
 PARSERS: dict[str, Callable[[str], Connection | StoredConnection]] = {
-    "task-sdk": lambda uri: Connection.from_uri(uri, conn_id="apixo_default"),
-    "cli": lambda uri: StoredConnection(conn_id="apixo_default", uri=uri),
+    "worker": parse_as_worker,
+    "cli": parse_as_cli,
 }
 
 
@@ -41,7 +55,9 @@ def test_each_uri_round_trips(uri: str, parser: str) -> None:
 
 
 def test_the_uri_is_the_same_connection_as_the_json() -> None:
-    from_json = ConnectionSettings.from_connection(Connection.from_json(JSON_FORM, conn_id="apixo_default"))
+    from_json = ConnectionSettings.from_connection(
+        WORKER_CONNECTION.from_json(JSON_FORM, conn_id="apixo_default")
+    )
     for parse in PARSERS.values():
         assert ConnectionSettings.from_connection(parse(URIS[0])) == from_json
     assert (from_json.base_url, from_json.api_key) == ("https://api.apixo.ai/api/v1", KEY)
@@ -49,5 +65,5 @@ def test_the_uri_is_the_same_connection_as_the_json() -> None:
 
 
 def test_the_emulator_uri_speaks_plain_http_on_its_port() -> None:
-    settings = ConnectionSettings.from_connection(PARSERS["task-sdk"](URIS[1]))
+    settings = ConnectionSettings.from_connection(PARSERS["worker"](URIS[1]))
     assert (settings.base_url, settings.api_key) == ("http://127.0.0.1:8089/api/v1", KEY)

@@ -13,7 +13,7 @@ from airflow.models.xcom import XComModel
 from airflow.utils.session import create_session
 
 from tests.dags import provider_dags
-from tests.support import EmulatorAdmin, run
+from tests.support import RESCHEDULES_IN_DAG_TEST, EmulatorAdmin, run
 
 if TYPE_CHECKING:
     from airflow.sdk import DAG
@@ -81,7 +81,7 @@ def test_generate_without_waiting_returns_the_task_id(emulator_admin: EmulatorAd
     [
         (provider_dags.sensor_deferrable, True),
         (provider_dags.sensor_poke, False),
-        (provider_dags.sensor_reschedule, False),
+        pytest.param(provider_dags.sensor_reschedule, False, marks=RESCHEDULES_IN_DAG_TEST),
     ],
     ids=["deferred", "poke", "reschedule"],
 )

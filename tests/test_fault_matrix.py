@@ -23,7 +23,7 @@ from airflow_provider_nanobanana.exceptions import ApixoTaskFailedError, ApixoTa
 from airflow_provider_nanobanana.polling import OutcomeStatus
 from tests.conftest import apixo_connection
 from tests.dags import provider_dags
-from tests.support import FAST, RecordingPolicy, free_port, run
+from tests.support import FAST, RESCHEDULES_IN_DAG_TEST, RecordingPolicy, free_port, run
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -284,7 +284,11 @@ def test_failed_task_fails_for_good_when_input_caused_and_stays_retryable_when_t
 @pytest.mark.usefixtures("airflow_db")
 @pytest.mark.parametrize(
     "dag",
-    [provider_dags.sensor_poke, provider_dags.sensor_reschedule, provider_dags.sensor_deferrable],
+    [
+        provider_dags.sensor_poke,
+        pytest.param(provider_dags.sensor_reschedule, marks=RESCHEDULES_IN_DAG_TEST),
+        provider_dags.sensor_deferrable,
+    ],
     ids=["poke", "reschedule", "deferred"],
 )
 def test_sensor_reading_a_task_not_visible_yet_tolerates_the_404_and_succeeds(

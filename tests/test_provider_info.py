@@ -12,7 +12,13 @@ import jsonschema
 
 from airflow_provider_nanobanana import get_provider_info as provider_info
 from airflow_provider_nanobanana import models, pacing
-from airflow_provider_nanobanana.get_provider_info import DEFAULT_BASE_URL, PROVIDERS, get_provider_info
+from airflow_provider_nanobanana.get_provider_info import (
+    CONN_FIELDS,
+    DEFAULT_BASE_URL,
+    PROVIDERS,
+    RELABELING,
+    get_provider_info,
+)
 from airflow_provider_nanobanana.hooks import apixo
 
 DISTRIBUTION = "airflow-provider-nanobanana"
@@ -51,6 +57,33 @@ def test_connection_form() -> None:
     assert connection["conn-fields"]["callback_base_url"]["schema"]["type"] == ["string", "null"]
 
 
+UI_FORM = """
+from airflow.api_fastapi.core_api.services.ui.connections import HookMetaService
+(apixo,) = [hook for hook in HookMetaService.hook_meta_data() if hook.connection_type == "apixo"]
+print("FORM", apixo.model_dump_json())
+"""
+"""What the UI's connection form is built from, as this Airflow's api-server builds it (its own process:
+before 3.2 it stands mocks in for the form libraries in ``sys.modules``)."""
+
+
+def test_this_airflows_ui_builds_the_whole_form() -> None:
+    """From provider info on 3.2+, from the hook's form methods before: the same form either way."""
+    built = subprocess.run([sys.executable, "-c", UI_FORM], capture_output=True, text=True, check=True)
+    (form,) = [json.loads(line[5:]) for line in built.stdout.splitlines() if line.startswith("FORM ")]
+
+    fields = form["extra_fields"]
+    assert list(fields) == list(CONN_FIELDS)
+    for name, spec in CONN_FIELDS.items():
+        assert fields[name]["schema"]["title"] == spec["label"]
+        assert fields[name]["description"] == spec.get("description")
+        assert fields[name]["value"] == spec["schema"].get("default")
+    assert fields["provider"]["schema"]["enum"] == PROVIDERS
+    standard = form["standard_fields"]
+    assert {name: standard[name]["title"] for name in RELABELING} == RELABELING
+    assert standard["host"]["placeholder"] == DEFAULT_BASE_URL
+    assert all(standard[name]["hidden"] for name in ("url_schema", "login", "port"))
+
+
 def test_literals_agree_with_the_api_module() -> None:
     """get_provider_info must not import the package (Airflow loads it early); its copies must agree."""
     assert DEFAULT_BASE_URL == models.DEFAULT_BASE_URL
@@ -73,8 +106,11 @@ def test_airflow_lists_the_provider_and_its_connection_type() -> None:
         [airflow, "providers", "links", "-o", "json"], capture_output=True, text=True, check=True
     )
 
-    assert DISTRIBUTION in {provider["package_name"] for provider in json.loads(listed.stdout)}
-    apixo = [hook for hook in json.loads(hooks.stdout) if hook["connection_type"] == "apixo"]
+    # The JSON is the last line: Airflow 3.0 logs to stdout before it.
+    assert DISTRIBUTION in {
+        provider["package_name"] for provider in json.loads(listed.stdout.splitlines()[-1])
+    }
+    apixo = [hook for hook in json.loads(hooks.stdout.splitlines()[-1]) if hook["connection_type"] == "apixo"]
     assert apixo and apixo[0]["class"] == "airflow_provider_nanobanana.hooks.apixo.ApixoHook"
     assert "airflow_provider_nanobanana.links.GeneratedImageLink" in links.stdout
 

@@ -135,6 +135,25 @@ def test_retry_reattaches_to_a_running_task_in_the_triggerer(emulator_admin: Emu
     assert emulator_admin.submissions() == 1
 
 
+def test_retry_resumed_with_an_earlier_trys_event_starts_over(emulator_admin: EmulatorAdmin) -> None:
+    """Airflow 3.0 resumes the next try of a failed deferred task with the earlier try's event: a
+    failure that try saw must not fail this one without a new generation."""
+    emulator_admin.fail_next_tasks("GENERATION_FAILED")
+    store = FakeStore()
+    with pytest.raises(TaskDeferred) as deferred:
+        operator().execute(context(store))
+    failure = asyncio.run(first_event(deferred.value.trigger))
+    with pytest.raises(ApixoTaskFailedError):
+        operator().resume_execution("execute_complete", {"event": failure}, context(store))
+    retry = {"ti": FakeTaskInstance(try_number=2), "task_state_store": store}
+
+    with pytest.raises(TaskDeferred) as again:
+        operator().resume_execution("execute_complete", {"event": failure}, retry)
+
+    assert failure["deferring_try"] == 1 and again.value.trigger.deferring_try == 2
+    assert emulator_admin.submissions() == 2
+
+
 def test_retry_reattaches_to_a_running_task_blocking(emulator_admin: EmulatorAdmin) -> None:
     prompt = "a lighthouse [emulator:seconds=3]"
     store, task_id = first_try(prompt=prompt)

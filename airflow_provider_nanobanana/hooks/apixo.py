@@ -25,13 +25,12 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import httpx
-from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
 from tenacity import AsyncRetrying, Retrying, retry_if_exception, stop_after_attempt, stop_before_delay
 
 from airflow_provider_nanobanana import __version__
 from airflow_provider_nanobanana.callbacks import check_callback_base_url
-from airflow_provider_nanobanana.compat import AirflowNotFoundException, aget_connection
+from airflow_provider_nanobanana.compat import AirflowNotFoundException, BaseHook, aget_connection
 from airflow_provider_nanobanana.exceptions import (
     ApixoApiError,
     ApixoAuthError,
@@ -48,6 +47,7 @@ from airflow_provider_nanobanana.exceptions import (
     ApixoTransportError,
 )
 from airflow_provider_nanobanana.get_provider_info import CONN_FIELDS
+from airflow_provider_nanobanana.hooks import connection_form
 from airflow_provider_nanobanana.hooks.clients import CLIENTS, AsyncClient, SyncClient
 from airflow_provider_nanobanana.models import (
     BALANCE_PATH,
@@ -270,6 +270,16 @@ class ApixoHook(BaseHook):
     default_conn_name = "apixo_default"
     conn_type = "apixo"
     hook_name = "APIXO"
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """The form's extra fields, for Airflow before 3.2 (later versions read provider info)."""
+        return connection_form.form_widgets()
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """The form's standard fields, for Airflow before 3.2 (later versions read provider info)."""
+        return connection_form.field_behaviour()
 
     def __init__(
         self,

@@ -20,7 +20,12 @@ from airflow_provider_nanobanana.callbacks import (
     check_callback_base_url,
     mint_ticket,
 )
-from airflow_provider_nanobanana.compat import AirflowFailException, AirflowSkipException, AirflowTaskTimeout
+from airflow_provider_nanobanana.compat import (
+    AirflowFailException,
+    AirflowSkipException,
+    AirflowTaskTimeout,
+    resumes_an_earlier_try,
+)
 from airflow_provider_nanobanana.exceptions import (
     ApixoError,
     ApixoInputError,
@@ -248,7 +253,7 @@ class ApixoGenerateOperator(BaseOperator):
         end_time = time.time() + self.timeout
         if self.deferrable:
             token_sha256 = None if ticket is None else ticket.token_sha256
-            self._defer(submission.task_id, submission.submitted_at, end_time, token_sha256)
+            self._defer(context, submission.task_id, submission.submitted_at, end_time, token_sha256)
         outcome = self.hook.wait_for_task(
             self.model,
             submission.task_id,
@@ -261,6 +266,8 @@ class ApixoGenerateOperator(BaseOperator):
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
         """Back from the trigger, or from its failure or timeout: the task is paid for either way."""
+        if resumes_an_earlier_try(context, next_kwargs):  # its record says whether that try paid
+            return self.execute(context)
         task_id = own_xcom(context, self.task_id, XCOM_TASK_ID_KEY)
         try:
             record = self._record(context, resumed=True)
@@ -271,6 +278,7 @@ class ApixoGenerateOperator(BaseOperator):
 
     def _defer(
         self,
+        context: Context,
         task_id: str,
         submitted_at: float,
         end_time: float,
@@ -296,6 +304,7 @@ class ApixoGenerateOperator(BaseOperator):
                 max_consecutive_errors=self.max_consecutive_errors,
                 submitted_at=submitted_at,
                 callback_token_sha256=callback_token_sha256,
+                deferring_try=context["ti"].try_number,
             ),
             method_name=self.execute_complete.__name__,
             kwargs={"callback": self._callback_state(submitted_at, end_time, callback_token_sha256)}
@@ -334,7 +343,7 @@ class ApixoGenerateOperator(BaseOperator):
             outcome = None
         if outcome is None:
             self.log.info("APIXO task %s has not ended yet: polling it again", task_id)
-            self._defer(task_id, submitted_at, end_time, token_sha256, webhook_expected=False)
+            self._defer(context, task_id, submitted_at, end_time, token_sha256, webhook_expected=False)
         self.log.info("Woken by APIXO's webhook; confirmed by a status read")
         return self._finish(outcome, context)
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
-from airflow_provider_nanobanana.compat import AirflowSensorTimeout
+from airflow_provider_nanobanana.compat import AirflowSensorTimeout, resumes_an_earlier_try
 from airflow_provider_nanobanana.exceptions import ApixoError, ApixoInputError, ApixoWaitTimeoutError
 from airflow_provider_nanobanana.hooks.apixo import ApixoHook
 from airflow_provider_nanobanana.links import GeneratedImageLink, remember_image_link
@@ -117,10 +117,16 @@ class NanoBananaTaskSensor(BaseSensorOperator):
                 apixo_conn_id=self.apixo_conn_id,
                 poll_interval=self.poke_interval,
                 max_consecutive_errors=self.max_consecutive_errors,
+                deferring_try=context["ti"].try_number,
             ),
             method_name=self.execute_complete.__name__,
             timeout=timedelta(seconds=self.timeout) + DEFER_TIMEOUT_GRACE,
         )
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        if resumes_an_earlier_try(context, next_kwargs):
+            return self.execute(context)
+        return super().resume_execution(next_method, next_kwargs, context)
 
     @cached_property
     def _poller(self) -> TaskPoller:

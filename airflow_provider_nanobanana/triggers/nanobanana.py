@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_provider_nanobanana.compat import DEFERRING_TRY
 from airflow_provider_nanobanana.hooks.apixo import ApixoHook
 from airflow_provider_nanobanana.models import DEFAULT_POLL_INTERVAL, NANO_BANANA
 from airflow_provider_nanobanana.polling import DEFAULT_MAX_CONSECUTIVE_ERRORS
@@ -34,6 +35,8 @@ class NanoBananaTaskTrigger(BaseTrigger):
         when the trigger starts.
     :param callback_token_sha256: in callback mode, the hash of the webhook URL's token: the
         plugin's route reads it here to check a call (the trigger itself only polls, rarely).
+    :param deferring_try: the try that deferred, echoed in the event so that a later try resumed
+        with it (Airflow 3.0 does that) can tell it is not its own.
 
     It has no ``on_kill`` on purpose: when a webhook wakes the task, Airflow cancels this trigger as
     if a user had (and logs so), and nothing remote may happen then.
@@ -51,6 +54,7 @@ class NanoBananaTaskTrigger(BaseTrigger):
         max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS,
         submitted_at: float | None = None,
         callback_token_sha256: str | None = None,
+        deferring_try: int | None = None,
     ) -> None:
         super().__init__()
         self.apixo_task_id = apixo_task_id
@@ -62,6 +66,7 @@ class NanoBananaTaskTrigger(BaseTrigger):
         self.max_consecutive_errors = max_consecutive_errors
         self.submitted_at = submitted_at
         self.callback_token_sha256 = callback_token_sha256
+        self.deferring_try = deferring_try
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -76,6 +81,7 @@ class NanoBananaTaskTrigger(BaseTrigger):
                 "max_consecutive_errors": self.max_consecutive_errors,
                 "submitted_at": self.submitted_at,
                 "callback_token_sha256": self.callback_token_sha256,
+                "deferring_try": self.deferring_try,
             },
         )
 
@@ -93,4 +99,4 @@ class NanoBananaTaskTrigger(BaseTrigger):
             )
         finally:
             await hook.aclose()
-        yield TriggerEvent(outcome.to_event())
+        yield TriggerEvent({**outcome.to_event(), DEFERRING_TRY: self.deferring_try})

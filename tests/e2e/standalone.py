@@ -100,6 +100,8 @@ class Standalone:
                 "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
                 # Retries come after seconds, not the default 5 minutes.
                 "AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY": "2",
+                # Airflow 3.0 refuses the REST API's ?deserialize=true without it (later ones ignore it).
+                "AIRFLOW__API__ENABLE_XCOM_DESERIALIZE_SUPPORT": "True",
                 "PYTHONUNBUFFERED": "1",
             }
         )

@@ -44,6 +44,7 @@ def test_serialize_round_trips_ids_and_settings_only() -> None:
         max_consecutive_errors=4,
         submitted_at=1_899_999_990.25,
         callback_token_sha256="ab" * 32,
+        deferring_try=3,
     )
 
     path, kwargs = trigger.serialize()
@@ -59,6 +60,7 @@ def test_serialize_round_trips_ids_and_settings_only() -> None:
         "max_consecutive_errors": 4,
         "submitted_at": 1_899_999_990.25,
         "callback_token_sha256": "ab" * 32,
+        "deferring_try": 3,
     }
     assert NanoBananaTaskTrigger(**kwargs).serialize() == (path, kwargs)
 
@@ -77,7 +79,12 @@ def test_kwargs_serialised_by_the_first_release_still_load() -> None:
 
     _, kwargs = NanoBananaTaskTrigger(**first_release).serialize()
 
-    assert kwargs == {**first_release, "submitted_at": None, "callback_token_sha256": None}
+    assert kwargs == {
+        **first_release,
+        "submitted_at": None,
+        "callback_token_sha256": None,
+        "deferring_try": None,
+    }
 
 
 async def test_success_yields_one_event_with_the_result(emulator: EmulatorServer) -> None:
