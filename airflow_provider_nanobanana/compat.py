@@ -86,6 +86,7 @@ __all__ = [
     "aget_connection",
     "context_merge",
     "determine_kwargs",
+    "own_xcom",
     "resumes_an_earlier_try",
     "task_instance_key",
 ]
@@ -112,6 +113,12 @@ async def aget_connection(conn_id: str) -> Connection:
         except AirflowNotFoundException:
             pass
     return await sync_to_async(BaseHook.get_connection)(conn_id)
+
+
+def own_xcom(context: Context, task_id: str, key: str) -> Any:
+    """This task instance's own XCom ``key``: Airflow 3.3 returns every map index's unless told which."""
+    ti = context["ti"]
+    return ti.xcom_pull(task_ids=task_id, key=key, map_indexes=ti.map_index)
 
 
 def task_instance_key(ti_id: UUID) -> UUID | str:

@@ -3,7 +3,7 @@
 The connection form of the Airflow 3.2+ UI is built only from ``conn-fields`` and
 ``ui-field-behaviour`` here; the hook derives the older versions' form from them. Airflow imports
 this module while it loads providers, so it imports nothing from the package but its version (a
-test checks the literals against ``models``).
+test checks the literals against ``api`` and ``validation``).
 """
 
 from __future__ import annotations
@@ -107,13 +107,19 @@ def get_provider_info() -> dict[str, Any]:
         "sensors": [
             {
                 "integration-name": INTEGRATION,
-                "python-modules": ["airflow_provider_nanobanana.sensors.nanobanana"],
+                "python-modules": [
+                    "airflow_provider_nanobanana.sensors.apixo",
+                    "airflow_provider_nanobanana.sensors.nanobanana",
+                ],
             }
         ],
         "triggers": [
             {
                 "integration-name": INTEGRATION,
-                "python-modules": ["airflow_provider_nanobanana.triggers.nanobanana"],
+                "python-modules": [
+                    "airflow_provider_nanobanana.triggers.apixo",
+                    "airflow_provider_nanobanana.triggers.nanobanana",
+                ],
             }
         ],
         "extra-links": ["airflow_provider_nanobanana.links.GeneratedImageLink"],

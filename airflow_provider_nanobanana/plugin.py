@@ -15,11 +15,9 @@ retries); 413 for a body larger than :data:`MAX_CALLBACK_BYTES`. Answers name no
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -30,13 +28,12 @@ from fastapi.responses import JSONResponse
 from airflow_provider_nanobanana.callbacks import (
     CALLBACK_PATH,
     CALLBACK_PREFIX,
-    CALLBACK_STATUS,
     MAX_CALLBACK_BYTES,
     TOKEN_PARAM,
-    TRIGGER_CLASSPATH,
-    token_matches,
+    check_call,
+    wake_event,
 )
-from airflow_provider_nanobanana.compat import DEFERRING_TRY, task_instance_key
+from airflow_provider_nanobanana.compat import task_instance_key
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +62,13 @@ async def callback(ti_id: str, request: Request, token: str = Query("", alias=TO
             MAX_CONCURRENT_WAKES,
         )
         return _answer(503, "busy: call again")
-    status, detail = await anyio.to_thread.run_sync(wake, ti_id, token, _task_id_of(body), limiter=_WAKES)
+    status, detail = await anyio.to_thread.run_sync(wake, ti_id, token, body, limiter=_WAKES)
     log.info("APIXO callback for task instance %s: %d %s", ti_id, status, detail)
     return _answer(status, detail)
 
 
-def wake(ti_id: str, token: str, apixo_task_id: str | None) -> tuple[int, str]:
-    """Wake the task instance if it waits on our trigger for this task; (HTTP status, why).
+def wake(ti_id: str, token: str, body: bytes) -> tuple[int, str]:
+    """Wake the task instance if the call passes the check of the trigger it waits on; (HTTP status, why).
 
     On databases with row locks the task instance's row is locked; the triggerer's own event (the
     polling net firing at the same moment) can still land too, and the task then resumes once
@@ -95,27 +92,14 @@ def wake(ti_id: str, token: str, apixo_task_id: str | None) -> tuple[int, str]:
             if ti.next_method is None and ti.state in _NOT_DEFERRED_YET:
                 return 503, "not ready: call again"
             return 200, "ignored"
-        trigger = ti.trigger
-        if trigger is None or trigger.classpath != TRIGGER_CLASSPATH:
+        if ti.trigger is None:
             return 200, "ignored"
-        kwargs = trigger.kwargs
-        expected = kwargs.get("callback_token_sha256")
-        if not expected or not token_matches(token, expected):
-            return 403, "wrong token"
-        if apixo_task_id != kwargs.get("apixo_task_id"):
-            log.warning(
-                "APIXO callback with a valid token names task %r, not %r: ignored",
-                apixo_task_id,
-                kwargs.get("apixo_task_id"),
-            )
-            return 200, "ignored"
-        if datetime.now(UTC) - trigger.created_date < DEFERRAL_SETTLING:
+        status, detail = check_call(ti.trigger.classpath, ti.trigger.kwargs, token, body)
+        if detail != "wake":
+            return status, detail
+        if datetime.now(UTC) - ti.trigger.created_date < DEFERRAL_SETTLING:
             return 503, "not ready: call again"
-        handle_event_submit(
-            TriggerEvent({"status": CALLBACK_STATUS, DEFERRING_TRY: ti.try_number}),
-            task_instance=ti,
-            session=session,
-        )
+        handle_event_submit(TriggerEvent(wake_event(ti.try_number)), task_instance=ti, session=session)
     return 200, "woken"
 
 
@@ -130,17 +114,6 @@ async def _read_body(request: Request) -> bytes | None:
         if len(body) > MAX_CALLBACK_BYTES:
             return None
     return bytes(body)
-
-
-def _task_id_of(body: bytes) -> str | None:
-    """``data.taskId`` of APIXO's status envelope, if the body is one."""
-    try:
-        envelope: Any = json.loads(body)
-    except ValueError:
-        return None
-    data = envelope.get("data") if isinstance(envelope, dict) else None
-    task_id = data.get("taskId") if isinstance(data, dict) else None
-    return task_id if isinstance(task_id, str) else None
 
 
 def _answer(status: int, detail: str) -> JSONResponse:

@@ -1,7 +1,8 @@
 """Waiting for an APIXO task: the rules shared by the trigger, the blocking operator and the sensor.
 
-:class:`TaskPoller` decides after each poll whether the wait is over; :class:`PollOutcome` is how it
-ended, carried as a trigger event and turned into a return value or the right exception.
+:data:`MODEL_CADENCES` says how long and how often to wait for each model; :class:`TaskPoller`
+decides after each poll whether the wait is over; :class:`PollOutcome` is how it ended, carried as a
+trigger event and turned into a return value or the right exception.
 """
 
 from __future__ import annotations
@@ -11,11 +12,14 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+from airflow_provider_nanobanana.api import TaskState, TaskStatus, is_input_fail_code
 from airflow_provider_nanobanana.exceptions import (
     ApixoError,
-    ApixoInputError,
     ApixoMalformedResponseError,
     ApixoNotFoundError,
     ApixoTaskFailedError,
@@ -23,7 +27,6 @@ from airflow_provider_nanobanana.exceptions import (
     ApixoWaitError,
     ApixoWaitTimeoutError,
 )
-from airflow_provider_nanobanana.models import TaskState, TaskStatus, is_input_fail_code
 
 DEFAULT_MAX_CONSECUTIVE_ERRORS = 5
 # Airflow's own defer timeout fires this much after the trigger's deadline, so the trigger's
@@ -34,6 +37,38 @@ DEFER_TIMEOUT_GRACE = timedelta(seconds=60)
 READ_OVERRUN_SECONDS = DEFER_TIMEOUT_GRACE.total_seconds() / 2
 
 
+@dataclass(frozen=True)
+class WaitCadence:
+    """How to wait for one model's tasks: seconds before the first poll, between polls, in all."""
+
+    initial_delay: float
+    poll_interval: float
+    timeout: float
+
+
+# The API's polling guidance by model family (first poll, then every so often), with a timeout
+# well past its "about 2 minutes" for images: a scheduled batch can queue at the API, and a wait
+# that gives up early leaves a paid task behind. A model not listed waits as a quality image model.
+FAST_IMAGE = WaitCadence(initial_delay=5, poll_interval=3, timeout=300)
+QUALITY_IMAGE = WaitCadence(initial_delay=10, poll_interval=5, timeout=300)
+VIDEO = WaitCadence(initial_delay=60, poll_interval=15, timeout=600)
+MODEL_CADENCES: Mapping[str, WaitCadence] = {
+    "nano-banana": FAST_IMAGE,
+    "nano-banana-2": FAST_IMAGE,
+    "nano-banana-pro": QUALITY_IMAGE,
+    "seedream-4-5": QUALITY_IMAGE,
+    "seedream-5-0": QUALITY_IMAGE,
+    "flux-2": QUALITY_IMAGE,
+    "gpt-image-1": QUALITY_IMAGE,
+    "veo-3-1": VIDEO,
+}
+
+
+def wait_cadence(model: str) -> WaitCadence:
+    """The default wait for ``model``'s tasks (:data:`MODEL_CADENCES`)."""
+    return MODEL_CADENCES.get(model, QUALITY_IMAGE)
+
+
 class OutcomeStatus(StrEnum):
     """How a wait ended: the closed set of trigger event statuses."""
 
@@ -41,24 +76,6 @@ class OutcomeStatus(StrEnum):
     FAILED = "failed"
     ERROR = "error"
     TIMEOUT = "timeout"
-
-
-def check_seconds(field: str, value: timedelta | float, *, minimum: float) -> float:
-    """A duration in seconds (or a timedelta), at least ``minimum``."""
-    seconds = value.total_seconds() if isinstance(value, timedelta) else value
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < minimum:
-        raise ApixoInputError(field, f"must be at least {minimum:g} seconds; got {value!r}")
-    return float(seconds)
-
-
-def check_error_budget(max_consecutive_errors: int) -> int:
-    if isinstance(max_consecutive_errors, bool) or not isinstance(max_consecutive_errors, int):
-        raise ApixoInputError(
-            "max_consecutive_errors", f"must be a whole number; got {max_consecutive_errors!r}"
-        )
-    if max_consecutive_errors < 1:
-        raise ApixoInputError("max_consecutive_errors", f"must be at least 1; got {max_consecutive_errors}")
-    return max_consecutive_errors
 
 
 _TERMINAL_STATE = {OutcomeStatus.SUCCESS: TaskState.SUCCESS, OutcomeStatus.FAILED: TaskState.FAILED}

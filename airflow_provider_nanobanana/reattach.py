@@ -1,4 +1,4 @@
-"""Reattach on retry: the APIXO task a try submitted, kept as unfinished work in ``task_state_store``.
+"""Reattach on retry: the APIXO task a try submitted, and what a later try does with it.
 
 Right after a submission the operator records the APIXO task id in Airflow's ``task_state_store``,
 which outlives the try (it is keyed by DAG, run, task and map index; before Airflow 3.3, the
@@ -12,6 +12,10 @@ Why not ``airflow.sdk.ResumableJobMixin``: it polls on the worker only, while th
 by default; on a failed job it always resubmits, which would pay again for a prompt the moderation
 refused; and it keeps the id after success, so a clear would hand back the old image. The same
 idea, written once on ``task_state_store`` for both ways of waiting, avoids all three.
+
+The operator only orchestrates: :func:`earlier_submission` decides whether a try waits for an
+earlier try's task or submits anew, and :func:`paid_for` whether a try that ends without an outcome
+may be retried.
 """
 
 from __future__ import annotations
@@ -20,16 +24,28 @@ import hashlib
 import json
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_nanobanana.api import is_input_fail_code
+from airflow_provider_nanobanana.compat import AirflowFailException, AirflowTaskTimeout
+from airflow_provider_nanobanana.exceptions import (
+    ApixoNotFoundError,
+    ApixoStorageError,
+    ApixoTaskFailedError,
+    ApixoWaitError,
+)
+from airflow_provider_nanobanana.polling import OutcomeStatus, PollOutcome, final_outcome
 from airflow_provider_nanobanana.state_store import task_state_store
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Iterator, Mapping
 
     from airflow.sdk import Context
+
+    from airflow_provider_nanobanana.hooks.apixo import ApixoHook
 
 # Renaming the key would orphan the records of retries already scheduled.
 RECORD_KEY = "apixo_submission"
@@ -128,3 +144,89 @@ class SubmissionRecord:
             change(*args, **kwargs)
         except Exception as error:
             log.warning("task_state_store is unavailable (%s): reattaching on retry may not work", error)
+
+
+def earlier_submission(
+    record: SubmissionRecord, fingerprint: str, hook: ApixoHook, log: logging.Logger | Any
+) -> tuple[Submission, PollOutcome | None] | None:
+    """The task an earlier try submitted for this request, and its outcome if it has succeeded.
+
+    None means submit anew: nothing recorded, a changed request, a transient failure, or a task
+    that APIXO still does not know after :data:`NOT_VISIBLE_GRACE`. An input-caused failure
+    fails for good.
+    """
+    previous = record.read()
+    if previous is None:
+        return None
+    if previous.request != fingerprint:
+        log.warning(
+            "APIXO task %s of an earlier try was for another request (the DAG or its inputs "
+            "changed since): submitting the new request",
+            previous.task_id,
+        )
+        record.drop()
+        return None
+    try:
+        status = hook.get_task_status(previous.model, previous.task_id)
+    except ApixoNotFoundError as error:
+        if previous.age() < NOT_VISIBLE_GRACE:
+            log.info("Reattaching to APIXO task %s, not visible yet: %s", previous.task_id, error)
+            return previous, None
+        log.warning("Not reattaching (%s): submitting a new task", error)
+        record.drop()
+        return None
+    outcome = final_outcome(previous.model, status)
+    if outcome is not None and outcome.status is OutcomeStatus.FAILED:
+        record.drop()
+        if is_input_fail_code(status.fail_code):
+            outcome.result()  # raises ApixoTaskRejectedError: the same request would fail again
+        log.warning("Not reattaching: %s. Submitting a new task.", outcome.message)
+        return None
+    log.info(
+        "Reattaching to APIXO task %s (%s), submitted %s ago by an earlier try: it is %s",
+        previous.task_id,
+        previous.model,
+        previous.age(),
+        status.state.value,
+    )
+    if outcome is not None and previous.age() > RESULT_URLS_KEPT_AT_LEAST:
+        log.warning(
+            "Its result URLs may have expired (APIXO keeps them 24 hours to 15 days): "
+            "use reattach=False to generate anew"
+        )
+    return previous, outcome
+
+
+@contextmanager
+def paid_for(task_id: str | None, record: SubmissionRecord) -> Iterator[None]:
+    """After submission: an APIXO outcome ends the record; a wait without one keeps it.
+
+    Success and APIXO failures drop the record (a transient failure then retries with a new
+    task). Anything else (a deadline, polling errors, a lost trigger, ``execution_timeout``)
+    leaves the task paid for and unfinished: when the record holds it, the next try waits for it
+    again, so Airflow may retry; otherwise a retry would pay twice, so the task fails for good.
+    """
+    try:
+        yield
+    except ApixoTaskFailedError:
+        record.drop()
+        raise
+    except (Exception, AirflowTaskTimeout) as error:
+        cause = f"After submitting APIXO task {task_id}: {type(error).__name__}: {error}."
+        if not record.holds(task_id):
+            raise AirflowFailException(
+                f"{cause} Not retried, so the image is not paid for twice: wait for it with "
+                f"NanoBananaTaskSensor(apixo_task_id={task_id!r}), or clear this task to submit anew."
+            ) from error
+        if isinstance(error, ApixoStorageError) and not error.retryable:
+            raise AirflowFailException(
+                f"{cause} Retrying cannot help: fix output_path or max_image_bytes, then clear this "
+                "task: it waits for that same APIXO task and stores its images without paying again."
+            ) from error
+        raise ApixoWaitError(
+            str(task_id),
+            f"{cause} The next try of this Airflow task (a retry, or a clear) waits for that "
+            "same APIXO task instead of submitting a new one.",
+        ) from error
+    else:
+        record.drop()

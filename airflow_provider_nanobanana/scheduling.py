@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from airflow_provider_nanobanana.models import TaskStatus
+    from airflow_provider_nanobanana.api import TaskStatus
     from airflow_provider_nanobanana.pacing import RequestPacer
 
 log = logging.getLogger(__name__)

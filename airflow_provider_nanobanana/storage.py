@@ -115,12 +115,6 @@ def prepared_location(output_path: str | ObjectStoragePath) -> ObjectStoragePath
     return folder
 
 
-def check_max_image_bytes(max_image_bytes: int) -> int:
-    if isinstance(max_image_bytes, bool) or not isinstance(max_image_bytes, int) or max_image_bytes < 1:
-        raise ApixoInputError("max_image_bytes", f"must be a whole number above 0; got {max_image_bytes!r}")
-    return max_image_bytes
-
-
 def stored_name(context: Context, apixo_task_id: str, index: int) -> str:
     """``<dag>__<run>__<task>[__<map index>]__<APIXO task>_<index>``, safe on every store.
 

@@ -5,7 +5,7 @@ runs in real time against a fresh emulator process that enforces APIXO's 10,000 
 minute (submissions counted) and takes 10 to 20 s per task. Every finished task is replaced by a new
 submission, so the number in flight stays put.
 
-- (a) this provider's trigger as the triggerer runs it: many ``NanoBananaTaskTrigger.run()`` in one
+- (a) this provider's trigger as the triggerer runs it: many ``ApixoTaskTrigger.run()`` in one
   event loop, the connection's ``requests_per_minute`` at 6,000 (the workers' submissions take the
   rest of the key's 10,000);
 - (b) the naive way: a new ``httpx.AsyncClient`` per poll, fixed cadence (first poll 5 s, then 3 s);
@@ -83,8 +83,8 @@ async def serve_submissions(args: argparse.Namespace, protocol: TextIO) -> None:
     They are the workers' requests: they come out of the key's budget at APIXO (and, with a shared
     budget, through the hook and Redis, as (d)'s workers do), not out of the triggerer's loop.
     """
+    from airflow_provider_nanobanana.api import build_task_body
     from airflow_provider_nanobanana.hooks.apixo import ApixoHook
-    from airflow_provider_nanobanana.models import build_task_body
 
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
@@ -204,7 +204,7 @@ async def poll_fixed(client_for: Any, task_id: str, window: Window) -> None:
 async def run_load(args: argparse.Namespace, workers: Workers, protocol: TextIO) -> None:
     from airflow_provider_nanobanana.hooks.apixo import ApixoHook
     from airflow_provider_nanobanana.polling import final_outcome
-    from airflow_provider_nanobanana.triggers.nanobanana import NanoBananaTaskTrigger
+    from airflow_provider_nanobanana.triggers.apixo import ApixoTaskTrigger
 
     headers = {"Authorization": f"Bearer {API_KEY}"}
     options: dict[str, Any] = {"base_url": args.base_url, "headers": headers, "timeout": 60.0}
@@ -222,7 +222,7 @@ async def run_load(args: argparse.Namespace, workers: Workers, protocol: TextIO)
         while True:
             task_id, submitted = await workers.submit()
             if args.mode == "provider":
-                trigger = NanoBananaTaskTrigger(
+                trigger = ApixoTaskTrigger(
                     apixo_task_id=task_id,
                     end_time=submitted + 600,
                     model=MODEL,

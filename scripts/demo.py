@@ -14,8 +14,8 @@ import sys
 from contextlib import ExitStack
 from pathlib import Path
 
+from airflow_provider_nanobanana.api import DEFAULT_BASE_URL
 from airflow_provider_nanobanana.emulator import EmulatorServer, EmulatorSettings
-from airflow_provider_nanobanana.models import DEFAULT_BASE_URL
 
 ROOT = Path(__file__).resolve().parents[1]
 DAG_ID = "example_nanobanana_text_to_image"

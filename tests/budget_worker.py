@@ -24,7 +24,7 @@ TASK_INPUT = {
 
 async def run(slots: int) -> dict[str, int]:
     from airflow_provider_nanobanana.hooks.apixo import ApixoHook
-    from airflow_provider_nanobanana.triggers.nanobanana import NanoBananaTaskTrigger
+    from airflow_provider_nanobanana.triggers.apixo import ApixoTaskTrigger
 
     done = {"submitted": 0}
     hook = ApixoHook("apixo_budget")
@@ -32,9 +32,10 @@ async def run(slots: int) -> dict[str, int]:
     async def slot() -> None:
         task_id = await hook.asubmit_task(MODEL, TASK_INPUT)
         done["submitted"] += 1
-        trigger = NanoBananaTaskTrigger(
+        trigger = ApixoTaskTrigger(
             apixo_task_id=task_id,
             end_time=time.time() + 60,
+            model=MODEL,
             apixo_conn_id="apixo_budget",
             poll_interval=0.2,
             initial_delay=0.2,

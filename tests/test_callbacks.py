@@ -11,8 +11,7 @@ from fastapi.testclient import TestClient
 from airflow_provider_nanobanana import plugin
 from airflow_provider_nanobanana.callbacks import (
     MAX_CALLBACK_BYTES,
-    TRIGGER_CLASSPATH,
-    check_callback_base_url,
+    TRIGGER_CLASSPATHS,
     mint_ticket,
     token_matches,
     token_sha256,
@@ -21,7 +20,9 @@ from airflow_provider_nanobanana.compat import TaskDeferred
 from airflow_provider_nanobanana.exceptions import ApixoInputError
 from airflow_provider_nanobanana.operators.nanobanana import NanoBananaGenerateOperator
 from airflow_provider_nanobanana.reattach import RECORD_KEY
+from airflow_provider_nanobanana.triggers.apixo import ApixoTaskTrigger
 from airflow_provider_nanobanana.triggers.nanobanana import NanoBananaTaskTrigger
+from airflow_provider_nanobanana.validation import check_callback_base_url
 from tests.conftest import apixo_connection
 from tests.support import FakeStore, FakeTaskInstance, ended
 
@@ -75,10 +76,12 @@ def test_loopback_http_is_allowed_for_tests() -> None:
     assert check_callback_base_url("http://127.0.0.1:8080/") == "http://127.0.0.1:8080"
 
 
-def test_the_route_looks_for_the_trigger_by_its_real_class_path() -> None:
-    classpath, _ = NanoBananaTaskTrigger(apixo_task_id="t", end_time=0).serialize()
+def test_the_route_looks_for_the_triggers_by_their_real_class_paths() -> None:
+    """Today's trigger, and the name it had when tasks still waiting on it deferred."""
+    today, _ = ApixoTaskTrigger(apixo_task_id="t", end_time=0, model="m", poll_interval=1).serialize()
+    before, _ = NanoBananaTaskTrigger(apixo_task_id="t", end_time=0).serialize()
 
-    assert classpath == TRIGGER_CLASSPATH
+    assert {today, before} == TRIGGER_CLASSPATHS
 
 
 # --- the operator in callback mode --------------------------------------------------------------------

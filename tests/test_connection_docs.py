@@ -9,7 +9,7 @@ import pytest
 from airflow.models.connection import Connection as StoredConnection
 from airflow.sdk import Connection
 
-from airflow_provider_nanobanana.hooks.apixo import ConnectionSettings
+from airflow_provider_nanobanana.hooks.settings import ConnectionSettings
 from tests.conftest import ROOT
 
 if TYPE_CHECKING:

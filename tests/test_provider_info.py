@@ -10,8 +10,8 @@ from pathlib import Path
 
 import jsonschema
 
+from airflow_provider_nanobanana import api, pacing
 from airflow_provider_nanobanana import get_provider_info as provider_info
-from airflow_provider_nanobanana import models, pacing
 from airflow_provider_nanobanana.get_provider_info import (
     CONN_FIELDS,
     DEFAULT_BASE_URL,
@@ -19,7 +19,7 @@ from airflow_provider_nanobanana.get_provider_info import (
     RELABELING,
     get_provider_info,
 )
-from airflow_provider_nanobanana.hooks import apixo
+from airflow_provider_nanobanana.hooks import settings
 
 DISTRIBUTION = "airflow-provider-nanobanana"
 
@@ -46,9 +46,9 @@ def test_connection_form() -> None:
     assert connection["connection-type"] == "apixo"
     assert connection["hook-class-name"] == "airflow_provider_nanobanana.hooks.apixo.ApixoHook"
     assert behaviour["relabeling"] == {"host": "Base URL", "password": "API key"}
-    assert behaviour["placeholders"]["host"] == models.DEFAULT_BASE_URL
+    assert behaviour["placeholders"]["host"] == api.DEFAULT_BASE_URL
     assert {"schema", "login", "port", "extra"} <= set(behaviour["hidden-fields"])
-    assert connection["conn-fields"]["provider"]["schema"]["enum"] == list(models.PROVIDERS)
+    assert connection["conn-fields"]["provider"]["schema"]["enum"] == list(api.PROVIDERS)
     assert connection["conn-fields"]["timeout"]["schema"]["type"] == ["number", "null"]
     budget = connection["conn-fields"]["requests_per_minute"]["schema"]
     assert (budget["minimum"], budget["maximum"]) == (1, 10_000)
@@ -86,11 +86,11 @@ def test_this_airflows_ui_builds_the_whole_form() -> None:
 
 def test_literals_agree_with_the_api_module() -> None:
     """get_provider_info must not import the package (Airflow loads it early); its copies must agree."""
-    assert DEFAULT_BASE_URL == models.DEFAULT_BASE_URL
-    assert tuple(PROVIDERS) == models.PROVIDERS
+    assert DEFAULT_BASE_URL == api.DEFAULT_BASE_URL
+    assert tuple(PROVIDERS) == api.PROVIDERS
     assert provider_info.DEFAULT_REQUESTS_PER_MINUTE == pacing.DEFAULT_REQUESTS_PER_MINUTE
     assert provider_info.APIXO_REQUESTS_PER_MINUTE == pacing.APIXO_REQUESTS_PER_MINUTE
-    assert provider_info.DEFAULT_MAX_IN_FLIGHT == apixo.DEFAULT_MAX_IN_FLIGHT
+    assert provider_info.DEFAULT_MAX_IN_FLIGHT == settings.DEFAULT_MAX_IN_FLIGHT
 
 
 def test_airflow_lists_the_provider_and_its_connection_type() -> None:

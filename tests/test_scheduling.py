@@ -6,7 +6,7 @@ import random
 import statistics
 from dataclasses import dataclass, field
 
-from airflow_provider_nanobanana.models import TaskState, TaskStatus
+from airflow_provider_nanobanana.api import TaskState, TaskStatus
 from airflow_provider_nanobanana.scheduling import MIN_SAMPLES, DurationEstimates, PollTicket, ReadPlanner
 
 INITIAL_DELAY, POLL_INTERVAL = 5.0, 3.0

@@ -8,9 +8,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow.sdk.bases.decorator import DecoratedOperator, task_decorator_factory
 from airflow.sdk.definitions._internal.types import SET_DURING_EXECUTION
 
-from airflow_provider_nanobanana.compat import context_merge, determine_kwargs
+from airflow_provider_nanobanana.compat import context_merge, determine_kwargs, own_xcom
 from airflow_provider_nanobanana.exceptions import ApixoInputError
-from airflow_provider_nanobanana.operators.apixo import own_xcom
 from airflow_provider_nanobanana.operators.nanobanana import NanoBananaGenerateOperator
 
 if TYPE_CHECKING:

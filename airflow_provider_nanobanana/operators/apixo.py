@@ -13,62 +13,43 @@ from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 from airflow.sdk import Asset, BaseOperator
 from airflow.sdk.log import mask_secret
 
+from airflow_provider_nanobanana.api import is_content_rejection
 from airflow_provider_nanobanana.callbacks import (
     CALLBACK_STATUS,
     DEFAULT_CALLBACK_POLL_INTERVAL,
     CallbackTicket,
-    check_callback_base_url,
     mint_ticket,
 )
-from airflow_provider_nanobanana.compat import (
-    AirflowFailException,
-    AirflowSkipException,
-    AirflowTaskTimeout,
-    resumes_an_earlier_try,
-)
-from airflow_provider_nanobanana.exceptions import (
-    ApixoError,
-    ApixoInputError,
-    ApixoNotFoundError,
-    ApixoStorageError,
-    ApixoTaskFailedError,
-    ApixoTaskRejectedError,
-    ApixoWaitError,
-)
+from airflow_provider_nanobanana.compat import AirflowSkipException, own_xcom, resumes_an_earlier_try
+from airflow_provider_nanobanana.exceptions import ApixoError, ApixoInputError, ApixoTaskRejectedError
 from airflow_provider_nanobanana.hooks.apixo import ApixoHook
 from airflow_provider_nanobanana.links import GeneratedImageLink, remember_image_link
-from airflow_provider_nanobanana.models import (
-    VIDEO,
-    SubmittableRequest,
-    TaskRequest,
-    check_model_id,
-    is_content_rejection,
-    is_input_fail_code,
-    wait_cadence,
-)
 from airflow_provider_nanobanana.polling import (
     DEFAULT_MAX_CONSECUTIVE_ERRORS,
     DEFER_TIMEOUT_GRACE,
-    OutcomeStatus,
+    VIDEO,
     PollOutcome,
-    check_error_budget,
-    check_seconds,
     final_outcome,
+    wait_cadence,
 )
 from airflow_provider_nanobanana.reattach import (
-    NOT_VISIBLE_GRACE,
-    RESULT_URLS_KEPT_AT_LEAST,
     Submission,
     SubmissionRecord,
+    earlier_submission,
+    paid_for,
     request_fingerprint,
 )
-from airflow_provider_nanobanana.storage import (
-    DEFAULT_MAX_IMAGE_BYTES,
+from airflow_provider_nanobanana.storage import DEFAULT_MAX_IMAGE_BYTES, prepared_location, store_results
+from airflow_provider_nanobanana.triggers.apixo import ApixoTaskTrigger
+from airflow_provider_nanobanana.validation import (
+    SubmittableRequest,
+    TaskRequest,
+    check_callback_base_url,
+    check_error_budget,
     check_max_image_bytes,
-    prepared_location,
-    store_results,
+    check_model_id,
+    check_seconds,
 )
-from airflow_provider_nanobanana.triggers.nanobanana import NanoBananaTaskTrigger
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -79,21 +60,15 @@ XCOM_TASK_ID_KEY = "apixo_task_id"
 CONTENT_VIOLATION_POLICIES = ("fail", "skip")
 
 
-def own_xcom(context: Context, task_id: str, key: str) -> Any:
-    """This task instance's own XCom ``key``: Airflow 3.3 returns every map index's unless told which."""
-    ti = context["ti"]
-    return ti.xcom_pull(task_ids=task_id, key=key, map_indexes=ti.map_index)
-
-
 class ApixoGenerateOperator(BaseOperator):
     """Run one task of any APIXO model: ``input`` is sent as the request's ``input`` object.
 
     ``input`` must be a mapping that serialises to JSON of at most 1 MB; the model checks its
     fields (APIXO answers 400 naming them, and the task fails for good). The model id is checked
     when the DAG is parsed. The wait defaults come from the API's guidance for the model's family
-    (:data:`~airflow_provider_nanobanana.models.MODEL_CADENCES`; a model not listed waits as a
-    quality image model): fast image models first poll after 5 s, then every 3 s, for 2 minutes;
-    quality image models 10 s / 5 s / 3 minutes; video models 60 s / 15 s / 10 minutes.
+    (:data:`~airflow_provider_nanobanana.polling.MODEL_CADENCES`; a model not listed waits as a
+    quality image model): fast image models first poll after 5 s, then every 3 s, for 5 minutes;
+    quality image models 10 s / 5 s / 5 minutes; video models 60 s / 15 s / 10 minutes.
 
     Everything else is as in ``NanoBananaGenerateOperator``, its typed front for ``nano-banana``:
     the APIXO task id is pushed to XCom (key ``apixo_task_id``) as soon as it exists; the wait is
@@ -230,7 +205,7 @@ class ApixoGenerateOperator(BaseOperator):
         fingerprint = request_fingerprint(self.model, request.task_input(), request.provider)
         try:
             with self._content_violation_policy():
-                reattached = self._reattached(record, fingerprint)
+                reattached = earlier_submission(record, fingerprint, self.hook, self.log)
                 ticket = None
                 if reattached is None:
                     if callback_base_url is not None:
@@ -238,7 +213,7 @@ class ApixoGenerateOperator(BaseOperator):
                     submission, ended = self._submitted(request, record, fingerprint, ticket), None
                 else:  # APIXO calls the earlier try's URL: this try relies on polling
                     submission, ended = reattached
-                with self._paid_for(submission.task_id, record):
+                with paid_for(submission.task_id, record):
                     context["ti"].xcom_push(key=XCOM_TASK_ID_KEY, value=submission.task_id)
                     if not self.wait_for_completion:
                         return submission.task_id
@@ -271,7 +246,7 @@ class ApixoGenerateOperator(BaseOperator):
         task_id = own_xcom(context, self.task_id, XCOM_TASK_ID_KEY)
         try:
             record = self._record(context, resumed=True)
-            with self._content_violation_policy(), self._paid_for(task_id, record):
+            with self._content_violation_policy(), paid_for(task_id, record):
                 return super().resume_execution(next_method, next_kwargs, context)
         finally:
             self.hook.close()
@@ -294,7 +269,7 @@ class ApixoGenerateOperator(BaseOperator):
         callback = callback_token_sha256 is not None
         cadence = self.callback_poll_interval if callback and webhook_expected else None
         self.defer(
-            trigger=NanoBananaTaskTrigger(
+            trigger=ApixoTaskTrigger(
                 apixo_task_id=task_id,
                 end_time=end_time,
                 model=self.model,
@@ -433,87 +408,3 @@ class ApixoGenerateOperator(BaseOperator):
 
     def _record(self, context: Context, *, resumed: bool = False) -> SubmissionRecord:
         return SubmissionRecord.of(context, resumed=resumed) if self.reattach else SubmissionRecord(None)
-
-    def _reattached(
-        self, record: SubmissionRecord, fingerprint: str
-    ) -> tuple[Submission, PollOutcome | None] | None:
-        """The task an earlier try submitted for this request, and its outcome if it has succeeded.
-
-        None means submit anew: nothing recorded, a changed request, a transient failure, or a task
-        that APIXO still does not know after :data:`NOT_VISIBLE_GRACE`. An input-caused failure
-        fails for good.
-        """
-        previous = record.read()
-        if previous is None:
-            return None
-        if previous.request != fingerprint:
-            self.log.warning(
-                "APIXO task %s of an earlier try was for another request (the DAG or its inputs "
-                "changed since): submitting the new request",
-                previous.task_id,
-            )
-            record.drop()
-            return None
-        try:
-            status = self.hook.get_task_status(previous.model, previous.task_id)
-        except ApixoNotFoundError as error:
-            if previous.age() < NOT_VISIBLE_GRACE:
-                self.log.info("Reattaching to APIXO task %s, not visible yet: %s", previous.task_id, error)
-                return previous, None
-            self.log.warning("Not reattaching (%s): submitting a new task", error)
-            record.drop()
-            return None
-        outcome = final_outcome(previous.model, status)
-        if outcome is not None and outcome.status is OutcomeStatus.FAILED:
-            record.drop()
-            if is_input_fail_code(status.fail_code):
-                outcome.result()  # raises ApixoTaskRejectedError: the same request would fail again
-            self.log.warning("Not reattaching: %s. Submitting a new task.", outcome.message)
-            return None
-        self.log.info(
-            "Reattaching to APIXO task %s (%s), submitted %s ago by an earlier try: it is %s",
-            previous.task_id,
-            previous.model,
-            previous.age(),
-            status.state.value,
-        )
-        if outcome is not None and previous.age() > RESULT_URLS_KEPT_AT_LEAST:
-            self.log.warning(
-                "Its result URLs may have expired (APIXO keeps them 24 hours to 15 days): "
-                "use reattach=False to generate anew"
-            )
-        return previous, outcome
-
-    @contextmanager
-    def _paid_for(self, task_id: str | None, record: SubmissionRecord) -> Iterator[None]:
-        """After submission: an APIXO outcome ends the record; a wait without one keeps it.
-
-        Success and APIXO failures drop the record (a transient failure then retries with a new
-        task). Anything else (a deadline, polling errors, a lost trigger, ``execution_timeout``)
-        leaves the task paid for and unfinished: when the record holds it, the next try waits for it
-        again, so Airflow may retry; otherwise a retry would pay twice, so the task fails for good.
-        """
-        try:
-            yield
-        except ApixoTaskFailedError:
-            record.drop()
-            raise
-        except (Exception, AirflowTaskTimeout) as error:
-            cause = f"After submitting APIXO task {task_id}: {type(error).__name__}: {error}."
-            if not record.holds(task_id):
-                raise AirflowFailException(
-                    f"{cause} Not retried, so the image is not paid for twice: wait for it with "
-                    f"NanoBananaTaskSensor(apixo_task_id={task_id!r}), or clear this task to submit anew."
-                ) from error
-            if isinstance(error, ApixoStorageError) and not error.retryable:
-                raise AirflowFailException(
-                    f"{cause} Retrying cannot help: fix output_path or max_image_bytes, then clear this "
-                    "task: it waits for that same APIXO task and stores its images without paying again."
-                ) from error
-            raise ApixoWaitError(
-                str(task_id),
-                f"{cause} The next try of this Airflow task (a retry, or a clear) waits for that "
-                "same APIXO task instead of submitting a new one.",
-            ) from error
-        else:
-            record.drop()

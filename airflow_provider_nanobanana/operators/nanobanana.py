@@ -4,18 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_nanobanana.api import NANO_BANANA
 from airflow_provider_nanobanana.callbacks import DEFAULT_CALLBACK_POLL_INTERVAL
 from airflow_provider_nanobanana.hooks.apixo import ApixoHook
-from airflow_provider_nanobanana.models import (
-    DEFAULT_INITIAL_DELAY,
-    DEFAULT_POLL_INTERVAL,
-    DEFAULT_TIMEOUT,
-    NANO_BANANA,
-    NanoBananaRequest,
-)
 from airflow_provider_nanobanana.operators.apixo import XCOM_TASK_ID_KEY, ApixoGenerateOperator
 from airflow_provider_nanobanana.polling import DEFAULT_MAX_CONSECUTIVE_ERRORS
 from airflow_provider_nanobanana.storage import DEFAULT_MAX_IMAGE_BYTES
+from airflow_provider_nanobanana.validation import NanoBananaRequest
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -43,6 +38,8 @@ class NanoBananaGenerateOperator(ApixoGenerateOperator):
     :param initial_delay: seconds before the first status read (default 5).
     :param timeout: how long to wait for the task, in seconds or as a timedelta (default 300:
         longer than the API's 2 minutes for fast image models, as a scheduled batch can queue).
+        The three defaults are ``nano-banana``'s row of
+        :data:`~airflow_provider_nanobanana.polling.MODEL_CADENCES`, as for the generic operator.
     """
 
     template_fields: Sequence[str] = (
@@ -70,9 +67,9 @@ class NanoBananaGenerateOperator(ApixoGenerateOperator):
         apixo_conn_id: str = ApixoHook.default_conn_name,
         wait_for_completion: bool = True,
         deferrable: bool = True,
-        poll_interval: timedelta | float = DEFAULT_POLL_INTERVAL,
-        initial_delay: timedelta | float = DEFAULT_INITIAL_DELAY,
-        timeout: timedelta | float = DEFAULT_TIMEOUT,
+        poll_interval: timedelta | float | None = None,
+        initial_delay: timedelta | float | None = None,
+        timeout: timedelta | float | None = None,
         max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS,
         reattach: bool = True,
         output_path: str | ObjectStoragePath | None = None,

@@ -19,6 +19,7 @@ import httpx
 import pytest
 import respx
 
+from airflow_provider_nanobanana.api import DEFAULT_BASE_URL, TaskState
 from airflow_provider_nanobanana.exceptions import (
     ApixoAuthError,
     ApixoBadRequestError,
@@ -32,9 +33,8 @@ from airflow_provider_nanobanana.exceptions import (
     ApixoSubmissionUncertainError,
     ApixoTransportError,
 )
-from airflow_provider_nanobanana.hooks import apixo
+from airflow_provider_nanobanana.hooks import responses
 from airflow_provider_nanobanana.hooks.apixo import ApixoHook, RetryPolicy
-from airflow_provider_nanobanana.models import DEFAULT_BASE_URL, TaskState
 from airflow_provider_nanobanana.polling import OutcomeStatus
 from tests.conftest import TEST_API_KEY, apixo_connection
 from tests.support import FAST, WRONG_KEY, RecordingPolicy, free_port
@@ -1082,7 +1082,7 @@ def tls_failure(reason: str | None, *, loop: bool = False) -> httpx.ConnectError
     ],
 )
 def test_only_a_handshake_answered_in_plain_http_suggests_http(error: httpx.ConnectError, hinted: bool):
-    transport_error = apixo._transport_error(error, "GET", "Reading", "apixo_tls")
+    transport_error = responses.transport_error(error, "GET", "Reading", "apixo_tls")
     assert ("write http:// before the host" in str(transport_error)) is hinted
 
 

@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from airflow_provider_nanobanana.exceptions import ApixoInputError
-from airflow_provider_nanobanana.models import MAX_INPUT_BYTES
 from airflow_provider_nanobanana.operators.apixo import ApixoGenerateOperator
+from airflow_provider_nanobanana.operators.nanobanana import NanoBananaGenerateOperator
+from airflow_provider_nanobanana.validation import MAX_INPUT_BYTES
 from tests.dags import provider_dags
 from tests.support import FakeTaskInstance, run
 
@@ -27,18 +28,26 @@ def make_operator(**kwargs: Any) -> ApixoGenerateOperator:
 @pytest.mark.parametrize(
     ("model", "cadence"),
     [
-        ("nano-banana", (5, 3, 120)),
-        ("nano-banana-2", (5, 3, 120)),
-        ("nano-banana-pro", (10, 5, 180)),
-        ("flux-2", (10, 5, 180)),
+        ("nano-banana", (5, 3, 300)),
+        ("nano-banana-2", (5, 3, 300)),
+        ("nano-banana-pro", (10, 5, 300)),
+        ("flux-2", (10, 5, 300)),
         ("veo-3-1", (60, 15, 600)),
-        ("a-model-from-next-year", (10, 5, 180)),
+        ("a-model-from-next-year", (10, 5, 300)),
     ],
 )
 def test_the_wait_defaults_follow_the_models_family(model: str, cadence: tuple[float, ...]) -> None:
     operator = ApixoGenerateOperator(task_id="generate", model=model, input={})
 
     assert (operator.initial_delay, operator.poll_interval, operator.timeout) == cadence
+
+
+def test_nano_banana_waits_the_same_whichever_operator_runs_it() -> None:
+    typed = NanoBananaGenerateOperator(task_id="typed", prompt="a lighthouse")
+    generic = ApixoGenerateOperator(task_id="generic", model="nano-banana", input={})
+
+    wait = ("initial_delay", "poll_interval", "timeout")
+    assert [getattr(typed, name) for name in wait] == [getattr(generic, name) for name in wait]
 
 
 def test_wait_settings_given_win_over_the_models() -> None:

@@ -17,7 +17,7 @@ from airflow_provider_nanobanana.exceptions import (
 )
 from airflow_provider_nanobanana.links import GeneratedImageLink
 from airflow_provider_nanobanana.operators.nanobanana import NanoBananaGenerateOperator
-from airflow_provider_nanobanana.triggers.nanobanana import NanoBananaTaskTrigger
+from airflow_provider_nanobanana.triggers.apixo import ApixoTaskTrigger
 from tests.support import FakeTaskInstance
 
 if TYPE_CHECKING:
@@ -135,7 +135,7 @@ def test_deferrable_submits_pushes_the_id_then_defers(emulator_admin: EmulatorAd
     (task,) = emulator_admin.tasks()
 
     trigger = deferred.value.trigger
-    assert isinstance(trigger, NanoBananaTaskTrigger)
+    assert isinstance(trigger, ApixoTaskTrigger)
     assert trigger.apixo_task_id == task["id"]
     assert before + 120 <= trigger.end_time <= time.time() + 120
     assert deferred.value.timeout is not None and deferred.value.timeout.total_seconds() > 120

@@ -18,7 +18,8 @@ from airflow_provider_nanobanana.compat import (
     TaskDeferred,
 )
 from airflow_provider_nanobanana.exceptions import ApixoTaskFailedError, ApixoWaitError
-from airflow_provider_nanobanana.sensors.nanobanana import ERRORS_KEY, NanoBananaTaskSensor
+from airflow_provider_nanobanana.sensors.apixo import ERRORS_KEY
+from airflow_provider_nanobanana.sensors.nanobanana import NanoBananaTaskSensor
 from tests.support import EmulatorAdmin, FakeStore, FakeTaskInstance, submit
 
 if TYPE_CHECKING:

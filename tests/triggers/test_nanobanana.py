@@ -1,194 +1,64 @@
-"""NanoBananaTaskTrigger: serialisation, and its generator run to its single event against the emulator."""
+"""A task deferred before an upgrade resumes after it: triggers serialised under the old name.
+
+Airflow stores a deferred task's trigger as a classpath and kwargs, and the triggerer re-creates it
+from them (``import_string(classpath)(**kwargs)``): those of every earlier release must still load
+and run to their single event.
+"""
 
 from __future__ import annotations
 
-import asyncio
+import importlib
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from airflow_provider_nanobanana.exceptions import ApixoConnectionNotFoundError
-from airflow_provider_nanobanana.hooks import apixo
-from airflow_provider_nanobanana.hooks.apixo import RetryPolicy
-from airflow_provider_nanobanana.triggers.nanobanana import NanoBananaTaskTrigger
-from tests.conftest import apixo_connection
 from tests.support import submit
 
 if TYPE_CHECKING:
-    from airflow.triggers.base import TriggerEvent
-
     from airflow_provider_nanobanana.emulator import EmulatorServer
-    from tests.support import EmulatorAdmin
 
-TRIGGER_PATH = "airflow_provider_nanobanana.triggers.nanobanana.NanoBananaTaskTrigger"
+OLD_CLASSPATH = "airflow_provider_nanobanana.triggers.nanobanana.NanoBananaTaskTrigger"
+FIRST_RELEASE = {
+    "apixo_task_id": "task_abc",
+    "end_time": 1_900_000_000.5,
+    "model": "nano-banana",
+    "apixo_conn_id": "apixo_default",
+    "poll_interval": 3.0,
+    "initial_delay": 5.0,
+    "max_consecutive_errors": 5,
+}
+LAST_RELEASE = {
+    **FIRST_RELEASE,
+    "submitted_at": 1_899_999_990.25,
+    "callback_token_sha256": "ab" * 32,
+    "deferring_try": 2,
+}
 
 
-def make_trigger(task_id: str, *, seconds_left: float = 20, **kwargs: object) -> NanoBananaTaskTrigger:
-    options = {"poll_interval": 0.1, "initial_delay": 0.0, **kwargs}
-    return NanoBananaTaskTrigger(apixo_task_id=task_id, end_time=time.time() + seconds_left, **options)  # type: ignore[arg-type]
+def import_string(classpath: str) -> Any:
+    """What the triggerer does with a stored classpath."""
+    module, _, name = classpath.rpartition(".")
+    return getattr(importlib.import_module(module), name)
 
 
-async def run_to_end(trigger: NanoBananaTaskTrigger) -> list[TriggerEvent]:
-    return [event async for event in trigger.run()]
+@pytest.mark.parametrize("serialised", [FIRST_RELEASE, LAST_RELEASE], ids=["first-release", "last-release"])
+def test_kwargs_serialised_under_the_old_name_still_load(serialised: dict[str, Any]) -> None:
+    trigger = import_string(OLD_CLASSPATH)(**serialised)
 
-
-def test_serialize_round_trips_ids_and_settings_only() -> None:
-    trigger = NanoBananaTaskTrigger(
-        apixo_task_id="task_abc",
-        end_time=1_900_000_000.5,
-        model="nano-banana-pro",
-        apixo_conn_id="apixo_prod",
-        poll_interval=5.0,
-        initial_delay=10.0,
-        max_consecutive_errors=4,
-        submitted_at=1_899_999_990.25,
-        callback_token_sha256="ab" * 32,
-        deferring_try=3,
+    assert trigger.serialize() == (
+        OLD_CLASSPATH,
+        {"submitted_at": None, "callback_token_sha256": None, "deferring_try": None, **serialised},
     )
 
-    path, kwargs = trigger.serialize()
 
-    assert path == TRIGGER_PATH
-    assert kwargs == {
-        "apixo_task_id": "task_abc",
-        "end_time": 1_900_000_000.5,
-        "model": "nano-banana-pro",
-        "apixo_conn_id": "apixo_prod",
-        "poll_interval": 5.0,
-        "initial_delay": 10.0,
-        "max_consecutive_errors": 4,
-        "submitted_at": 1_899_999_990.25,
-        "callback_token_sha256": "ab" * 32,
-        "deferring_try": 3,
-    }
-    assert NanoBananaTaskTrigger(**kwargs).serialize() == (path, kwargs)
-
-
-def test_kwargs_serialised_by_the_first_release_still_load() -> None:
-    """A triggerer re-creates triggers that an older deployed version serialised."""
-    first_release = {
-        "apixo_task_id": "task_abc",
-        "end_time": 1_900_000_000.5,
-        "model": "nano-banana",
-        "apixo_conn_id": "apixo_default",
-        "poll_interval": 3.0,
-        "initial_delay": 5.0,
-        "max_consecutive_errors": 5,
-    }
-
-    _, kwargs = NanoBananaTaskTrigger(**first_release).serialize()
-
-    assert kwargs == {
-        **first_release,
-        "submitted_at": None,
-        "callback_token_sha256": None,
-        "deferring_try": None,
-    }
-
-
-async def test_success_yields_one_event_with_the_result(emulator: EmulatorServer) -> None:
+async def test_a_trigger_serialised_under_the_old_name_runs_to_its_event(emulator: EmulatorServer) -> None:
     task_id = submit()
+    serialised = {**LAST_RELEASE, "apixo_task_id": task_id, "end_time": time.time() + 20}
+    serialised |= {"submitted_at": time.time(), "poll_interval": 0.1, "initial_delay": 0.0}
 
-    events = await run_to_end(make_trigger(task_id))
+    events = [event async for event in import_string(OLD_CLASSPATH)(**serialised).run()]
 
-    assert len(events) == 1
-    event = events[0].payload
-    assert event["status"] == "success"
-    assert event["apixo_task_id"] == task_id
-    assert event["model"] == "nano-banana"
-    assert event["task"]["state"] == "success"
-    assert event["task"]["result_urls"][0].startswith(emulator.root_url)
-
-
-async def test_failed_task_yields_failed_event_with_fail_code(emulator_admin: EmulatorAdmin) -> None:
-    emulator_admin.fail_next_tasks("PROMPT_TOO_LONG", fail_msg="prompt exceeds the limit")
-    task_id = submit()
-
-    (event,) = await run_to_end(make_trigger(task_id))
-
-    assert event.payload["status"] == "failed"
-    assert event.payload["task"]["fail_code"] == "PROMPT_TOO_LONG"
-    assert event.payload["task"]["fail_message"] == "prompt exceeds the limit"
-
-
-async def test_deadline_yields_timeout_before_the_task_ends(emulator_admin: EmulatorAdmin) -> None:
-    emulator_admin.configure(generation_seconds=30)
-    task_id = submit()
-    started = time.monotonic()
-
-    (event,) = await run_to_end(make_trigger(task_id, seconds_left=0.5))
-
-    assert event.payload["status"] == "timeout"
-    assert event.payload["task"]["state"] in ("pending", "processing")
-    assert time.monotonic() - started < 5
-
-
-async def test_rejected_key_yields_error_without_retrying(
-    emulator: EmulatorServer, emulator_admin: EmulatorAdmin, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    task_id = submit()
-    monkeypatch.setenv("AIRFLOW_CONN_APIXO_WRONG", apixo_connection(emulator.base_url, "sk-wrong-key"))
-    reads_before = emulator_admin.request_count("GET")
-
-    (event,) = await run_to_end(make_trigger(task_id, apixo_conn_id="apixo_wrong"))
-
-    assert event.payload["status"] == "error"
-    assert "401" in event.payload["message"]
-    assert "sk-wrong-key" not in event.payload["message"]
-    assert emulator_admin.request_count("GET") == reads_before + 1
-
-
-async def test_a_connection_the_triggerer_cannot_find_is_named(emulator_admin: EmulatorAdmin) -> None:
-    with pytest.raises(ApixoConnectionNotFoundError) as caught:
-        await run_to_end(make_trigger("task_1", apixo_conn_id="apixo_nowhere"))
-
-    assert "'apixo_nowhere' is not defined for the async lookup (in the triggerer" in str(caught.value)
-    assert emulator_admin.requests() == []
-
-
-@pytest.fixture
-def single_attempt_reads(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Hooks that do not retry, so each server error reaches the trigger's own error budget."""
-    monkeypatch.setattr(apixo, "RetryPolicy", lambda: RetryPolicy(max_attempts=1))
-
-
-@pytest.mark.usefixtures("single_attempt_reads")
-@pytest.mark.parametrize(("errors", "status"), [(2, "success"), (3, "error")])
-async def test_error_budget_tolerates_shorter_runs_only(
-    emulator_admin: EmulatorAdmin, errors: int, status: str
-) -> None:
-    task_id = submit()
-    emulator_admin.inject_http_errors(500, errors, "status")
-
-    (event,) = await run_to_end(make_trigger(task_id, max_consecutive_errors=3))
-
-    assert event.payload["status"] == status
-    assert emulator_admin.request_count("GET") >= errors + (status == "success")
-
-
-async def test_a_trigger_that_starts_late_reads_at_once(emulator_admin: EmulatorAdmin) -> None:
-    """The cadence counts from the submission: a trigger picked up late (a busy triggerer, a restart)
-    does not wait another initial delay for a task that may long be done."""
-    submitted_at = time.time()
-    task_id = submit()
-    while emulator_admin.tasks()[0]["state"] != "success":
-        await asyncio.sleep(0.05)
-    trigger = make_trigger(task_id, initial_delay=30.0, poll_interval=30.0, submitted_at=submitted_at - 60)
-
-    (event,) = await run_to_end(trigger)
-
-    assert event.payload["status"] == "success"
-    assert emulator_admin.request_count("GET") == 1
-
-
-async def test_running_twice_only_reads(emulator_admin: EmulatorAdmin) -> None:
-    """A trigger may run twice (triggerer restart): it must never submit anything."""
-    task_id = submit()
-
-    first = await run_to_end(make_trigger(task_id))
-    second = await run_to_end(make_trigger(task_id))
-
-    assert first[0].payload == second[0].payload
-    assert emulator_admin.submissions() == 1
-    assert emulator_admin.request_count("POST") == 1
+    assert [event.payload["status"] for event in events] == ["success"]
+    assert events[0].payload["apixo_task_id"] == task_id
+    assert events[0].payload["deferring_try"] == 2
