@@ -211,3 +211,15 @@ def pacer_for(config: PacerConfig) -> RequestPacer:
         if pacer is None:
             pacer = _pacers[config] = RequestPacer(config)
         return pacer
+
+
+def pacer_configs() -> list[PacerConfig]:
+    """The keys this process paces (their fingerprints and budgets, never the keys)."""
+    with _pacers_lock:
+        return list(_pacers)
+
+
+def reset_pacers() -> None:
+    """Forget every key's pacer, its pause and its budget spent: a process state that starts afresh."""
+    with _pacers_lock:
+        _pacers.clear()

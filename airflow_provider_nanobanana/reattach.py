@@ -198,7 +198,7 @@ def earlier_submission(
 
 
 @contextmanager
-def paid_for(task_id: str | None, record: SubmissionRecord) -> Iterator[None]:
+def paid_for(task_id: str | None, model: str, record: SubmissionRecord) -> Iterator[None]:
     """After submission: an APIXO outcome ends the record; a wait without one keeps it.
 
     Success and APIXO failures drop the record (a transient failure then retries with a new
@@ -215,8 +215,8 @@ def paid_for(task_id: str | None, record: SubmissionRecord) -> Iterator[None]:
         cause = f"After submitting APIXO task {task_id}: {type(error).__name__}: {error}."
         if not record.holds(task_id):
             raise AirflowFailException(
-                f"{cause} Not retried, so the image is not paid for twice: wait for it with "
-                f"NanoBananaTaskSensor(apixo_task_id={task_id!r}), or clear this task to submit anew."
+                f"{cause} Not retried, so the image is not paid for twice: wait for it with ApixoTaskSensor("
+                f"apixo_task_id={task_id!r}, model={model!r}), or clear this task to submit anew."
             ) from error
         if isinstance(error, ApixoStorageError) and not error.retryable:
             raise AirflowFailException(

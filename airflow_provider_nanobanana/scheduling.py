@@ -85,6 +85,11 @@ class DurationEstimates:
         if millis is not None and millis >= 0:
             self.observe(model, millis / 1000)
 
+    def samples(self, model: str) -> list[float]:
+        """The durations kept for ``model``, oldest first, in seconds."""
+        with self._lock:
+            return list(self._samples.get(model, ()))
+
     def earliest(self, model: str) -> float | None:
         """Seconds after creation before which a task of ``model`` has hardly ever finished; None
         until enough tasks were seen."""

@@ -124,9 +124,9 @@ def make_hook(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., ApixoHo
 
 
 @pytest.fixture(autouse=True)
-def fresh_request_budgets(monkeypatch: pytest.MonkeyPatch) -> None:
+def fresh_request_budgets() -> None:
     """Every test starts with full budgets and no pause: tests share the emulator's key."""
-    monkeypatch.setattr(pacing, "_pacers", {})
+    pacing.reset_pacers()
 
 
 @pytest.fixture
@@ -164,10 +164,17 @@ def airflow_db() -> Path:
     return AIRFLOW_HOME
 
 
+# A hang is a failure: in-process tests get pytest's ``timeout`` (pyproject.toml); those that start
+# Airflow (a fresh virtualenv, airflow standalone) get this, their services' start-up included.
+AIRFLOW_TEST_TIMEOUT = 1200
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if not any(item.get_closest_marker(name) for name in ("dag", "e2e")):
             item.add_marker(pytest.mark.unit)
+        elif not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(AIRFLOW_TEST_TIMEOUT))
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -177,4 +177,4 @@ def test_durations_come_from_the_task_times() -> None:
     durations.observe_task(MODEL, finished)
     durations.observe_task(MODEL, without_times)
 
-    assert sorted(durations._samples[MODEL]) == [11.0, 13.5]
+    assert sorted(durations.samples(MODEL)) == [11.0, 13.5]

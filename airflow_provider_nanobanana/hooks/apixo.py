@@ -33,7 +33,8 @@ from airflow_provider_nanobanana.exceptions import (
     ApixoTransportError,
 )
 from airflow_provider_nanobanana.hooks import connection_form
-from airflow_provider_nanobanana.hooks.base import ApixoBaseHook, RetryPolicy
+from airflow_provider_nanobanana.hooks.base import ApixoBaseHook
+from airflow_provider_nanobanana.hooks.transport import RetryPolicy
 from airflow_provider_nanobanana.polling import (
     DEFAULT_MAX_CONSECUTIVE_ERRORS,
     OutcomeStatus,

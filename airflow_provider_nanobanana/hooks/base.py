@@ -1,57 +1,25 @@
-"""ApixoBaseHook: the connection, the shared clients and budget, and requests with retries.
+"""ApixoBaseHook: the ``apixo`` connection, and the shared client and budget its requests use.
 
-Retries live here and nowhere else. A request is resent only when sending it again is safe: status
-reads always; task submissions only when APIXO provably did not take them (the connection was never
-made, or it answered 429, or 503 with ``Retry-After``); :mod:`.responses` says which is which.
-
-Every request of a process on the same key shares one kept-alive client per event loop
-(:mod:`.clients`) and one request budget (:mod:`...pacing`).
+The Airflow side of the transport: the connection is looked up (without blocking an event loop
+where there is one), its settings read once, and the key's client leased from the process's
+registry (:mod:`.clients`) and its budget from :mod:`...pacing`. How requests go out on them, and
+when they are retried, is :mod:`.transport`'s.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
-import random
-import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import httpx
-from tenacity import AsyncRetrying, Retrying, retry_if_exception, stop_after_attempt, stop_before_delay
-
-from airflow_provider_nanobanana import __version__
 from airflow_provider_nanobanana.compat import AirflowNotFoundException, BaseHook, aget_connection
-from airflow_provider_nanobanana.exceptions import (
-    ApixoApiError,
-    ApixoConnectionNotFoundError,
-    ApixoError,
-    ApixoRateLimitError,
-)
+from airflow_provider_nanobanana.exceptions import ApixoConnectionNotFoundError
 from airflow_provider_nanobanana.hooks.clients import CLIENTS, AsyncClient, SyncClient
-from airflow_provider_nanobanana.hooks.responses import read_envelope, transport_error
 from airflow_provider_nanobanana.hooks.settings import ConnectionSettings
+from airflow_provider_nanobanana.hooks.transport import RetryPolicy, Transport, client_options
 from airflow_provider_nanobanana.pacing import RequestPacer, pacer_for
 
 if TYPE_CHECKING:
-    from tenacity import RetryCallState
-    from tenacity.stop import stop_base
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Bounded exponential backoff with full jitter; ``Retry-After`` wins when APIXO sends one."""
-
-    max_attempts: int = 5
-    initial_wait: float = 1.0
-    max_wait: float = 30.0
-
-    def wait(self, state: RetryCallState) -> float:
-        error = state.outcome.exception() if state.outcome else None
-        if isinstance(error, ApixoApiError) and error.retry_after is not None:
-            return min(error.retry_after, self.max_wait)
-        ceiling = min(self.max_wait, self.initial_wait * 2 ** (state.attempt_number - 1))
-        return random.uniform(0, ceiling)
+    import httpx
 
 
 class ApixoBaseHook(BaseHook):
@@ -83,6 +51,7 @@ class ApixoBaseHook(BaseHook):
         self._shared: SyncClient | None = None
         self._ashared: AsyncClient | None = None
         self._ashared_loop: asyncio.AbstractEventLoop | None = None
+        self._transport: Transport | None = None
 
     def get_conn(self) -> httpx.Client:
         """The process's sync client for this connection's key, leased on first use."""
@@ -152,110 +121,21 @@ class ApixoBaseHook(BaseHook):
             self._ashared_loop = loop
         return self._ashared
 
-    def _call(
-        self,
-        method: str,
-        path: str,
-        *,
-        what: str,
-        attempts: int | None = None,
-        time_limit: float | None = None,
-        **kwargs: Any,
-    ) -> Any:
-        """One request with retries. A blocking request cannot be cancelled like a coroutine, so a
-        ``time_limit`` shrinks each attempt's timeouts to what is left of it and starts no retry
-        that would end past it."""
-        shared, pacer, timeout = self._sync_client(), self.pacer, self.settings.timeout
-        ends = math.inf if time_limit is None else time.monotonic() + time_limit
+    @property
+    def transport(self) -> Transport:
+        """How this hook's requests go out; needs the settings, so looked up after them."""
+        if self._transport is None:
+            self._transport = Transport(self.apixo_conn_id, self.retry_policy, self.pacer, self.log)
+        return self._transport
 
-        def attempt() -> Any:
-            pacer.acquire()
-            with shared.slots:
-                left = min(timeout, max(0.0, ends - time.monotonic()))
-                try:
-                    response = shared.client.request(method, path, timeout=left, **kwargs)
-                except httpx.HTTPError as error:
-                    raise transport_error(error, method, what, self.apixo_conn_id) from error
-            return self._checked(response, what)
+    def _call(self, method: str, path: str, *, what: str, **kwargs: Any) -> Any:
+        """A blocking request on the process's client (see :meth:`.Transport.request`)."""
+        shared = self._sync_client()
+        return self.transport.request(
+            shared, method, path, what=what, timeout=self.settings.timeout, **kwargs
+        )
 
-        return Retrying(**self._retry_options(what, attempts, time_limit))(attempt)
-
-    async def _acall(
-        self,
-        method: str,
-        path: str,
-        *,
-        what: str,
-        attempts: int | None = None,
-        granted: bool = False,
-        **kwargs: Any,
-    ) -> Any:
-        """One request with retries; ``granted``: the first attempt's turn in the budget is already
-        taken (by the scheduler)."""
-        shared, pacer = await self._async_client(), self.pacer
-        turn_taken = granted
-
-        async def attempt() -> Any:
-            nonlocal turn_taken
-            if not turn_taken:
-                await pacer.aacquire()
-            turn_taken = False
-            async with shared.slots:
-                try:
-                    response = await shared.client.request(method, path, **kwargs)
-                except httpx.HTTPError as error:
-                    raise transport_error(error, method, what, self.apixo_conn_id) from error
-            return self._checked(response, what)
-
-        return await AsyncRetrying(**self._retry_options(what, attempts))(attempt)
-
-    def _checked(self, response: httpx.Response, what: str) -> Any:
-        """The envelope's data; an answer that asks to slow down pauses the whole key first."""
-        try:
-            return read_envelope(response, what, self.apixo_conn_id)
-        except ApixoApiError as error:
-            if isinstance(error, ApixoRateLimitError) or error.retry_after is not None:
-                retry_after = error.retry_after
-                self.pacer.pause(
-                    None if retry_after is None else min(retry_after, self.retry_policy.max_wait)
-                )
-            raise
-
-    def _retry_options(
-        self, what: str, attempts: int | None, time_limit: float | None = None
-    ) -> dict[str, Any]:
-        policy = self.retry_policy
-        max_attempts = attempts or policy.max_attempts
-        stop: stop_base = stop_after_attempt(max_attempts)
-        if time_limit is not None:
-            stop = stop | stop_before_delay(time_limit)
-
-        def log_retry(state: RetryCallState) -> None:
-            self.log.warning(
-                "%s failed (attempt %d of %d), retrying in %.1f s: %s",
-                what,
-                state.attempt_number,
-                max_attempts,
-                state.next_action.sleep if state.next_action else 0.0,
-                state.outcome.exception() if state.outcome else None,
-            )
-
-        return {
-            "retry": retry_if_exception(lambda error: isinstance(error, ApixoError) and error.transient),
-            "stop": stop,
-            "wait": policy.wait,
-            "before_sleep": log_retry,
-            "reraise": True,
-        }
-
-
-def client_options(settings: ConnectionSettings) -> dict[str, Any]:
-    """How the shared client for a key is built: base URL, the key as a bearer token, timeouts."""
-    return {
-        "base_url": settings.base_url,
-        "headers": {
-            "Authorization": f"Bearer {settings.api_key}",
-            "User-Agent": f"airflow-provider-nanobanana/{__version__}",
-        },
-        "timeout": httpx.Timeout(settings.timeout),
-    }
+    async def _acall(self, method: str, path: str, *, what: str, **kwargs: Any) -> Any:
+        """A request on the running loop's client (see :meth:`.Transport.arequest`)."""
+        shared = await self._async_client()
+        return await self.transport.arequest(shared, method, path, what=what, **kwargs)

@@ -213,7 +213,7 @@ class ApixoGenerateOperator(BaseOperator):
                     submission, ended = self._submitted(request, record, fingerprint, ticket), None
                 else:  # APIXO calls the earlier try's URL: this try relies on polling
                     submission, ended = reattached
-                with paid_for(submission.task_id, record):
+                with paid_for(submission.task_id, self.model, record):
                     context["ti"].xcom_push(key=XCOM_TASK_ID_KEY, value=submission.task_id)
                     if not self.wait_for_completion:
                         return submission.task_id
@@ -246,7 +246,7 @@ class ApixoGenerateOperator(BaseOperator):
         task_id = own_xcom(context, self.task_id, XCOM_TASK_ID_KEY)
         try:
             record = self._record(context, resumed=True)
-            with self._content_violation_policy(), paid_for(task_id, record):
+            with self._content_violation_policy(), paid_for(task_id, self.model, record):
                 return super().resume_execution(next_method, next_kwargs, context)
         finally:
             self.hook.close()

@@ -96,15 +96,24 @@ async def test_registries_never_hold_the_key(emulator: EmulatorServer) -> None:
     await hook.aget_conn()
     hook.get_conn()
     try:
-        names = [repr(key) for key in CLIENTS._sync]
-        names += [repr(key) for clients in CLIENTS._async.values() for key in clients]
-        names += [repr(config) for config in pacing._pacers]
+        names = [repr(key) for key in CLIENTS.keys()]
+        names += [repr(config) for config in pacing.pacer_configs()]
         assert names
         assert not any(TEST_API_KEY in name for name in names)
         assert TEST_API_KEY not in repr(hook.settings)
     finally:
         hook.close()
         await hook.aclose()
+
+
+async def logged(caplog: pytest.LogCaptureFixture, line: str, failure: str, within: float = 10) -> None:
+    """Wait for ``line`` in the log; fail naming what broke rather than hang."""
+    try:
+        async with asyncio.timeout(within):
+            while line not in caplog.text:
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        pytest.fail(f"{failure}: no {line!r} in the log within {within:g} s")
 
 
 async def test_a_429_slows_every_wait_on_the_key(
@@ -116,8 +125,7 @@ async def test_a_429_slows_every_wait_on_the_key(
     try:
         with caplog.at_level(logging.WARNING):
             meets_the_429 = asyncio.create_task(one.aget_task_status(MODEL, task_id))
-            while "pausing requests of this key" not in caplog.text:
-                await asyncio.sleep(0.01)
+            await logged(caplog, "pausing requests of this key", "the 429 did not pause the key")
             started = time.monotonic()
             await other.aget_task_status(MODEL, task_id)  # never saw a 429 itself
             waited = time.monotonic() - started

@@ -83,8 +83,10 @@ class NotJson:
         ({"prompt": "x", "seed": NotJson()}, "must be JSON-serialisable: Object of type NotJson"),
         ({"prompt": "x", "strength": float("nan")}, "must be JSON-serialisable: Out of range float"),
         ({"prompt": "x" * MAX_INPUT_BYTES}, "must be at most 1,000,000 bytes as JSON (1 MB); got 1,000,013"),
+        # 500,013 characters: a limit counted in characters would let it through.
+        ({"prompt": "é" * 500_000}, "must be at most 1,000,000 bytes as JSON (1 MB); got 1,000,013"),
     ],
-    ids=["string", "list", "none", "object", "nan", "too-large"],
+    ids=["string", "list", "none", "object", "nan", "too-large", "too-large-in-bytes-not-characters"],
 )
 def test_bad_input_fails_before_any_request_naming_the_field(
     value: Any, rule: str, emulator_admin: EmulatorAdmin

@@ -1,0 +1,175 @@
+"""Requests to APIXO: paced by the key's budget, retried when sending again is safe, answers read.
+
+Retries live here and nowhere else. A request is resent only when sending it again is safe: status
+reads always; task submissions only when APIXO provably did not take them (the connection was never
+made, or it answered 429, or 503 with ``Retry-After``); :mod:`.responses` says which is which. An
+answer that asks to slow down pauses every request of the key, not only the one that got it.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from tenacity import AsyncRetrying, Retrying, retry_if_exception, stop_after_attempt, stop_before_delay
+
+from airflow_provider_nanobanana import __version__
+from airflow_provider_nanobanana.exceptions import ApixoApiError, ApixoError, ApixoRateLimitError
+from airflow_provider_nanobanana.hooks.responses import read_envelope, transport_error
+
+if TYPE_CHECKING:
+    import logging
+
+    from tenacity import RetryCallState
+    from tenacity.stop import stop_base
+
+    from airflow_provider_nanobanana.hooks.clients import AsyncClient, SyncClient
+    from airflow_provider_nanobanana.hooks.settings import ConnectionSettings
+    from airflow_provider_nanobanana.pacing import RequestPacer
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded exponential backoff with full jitter; ``Retry-After`` wins when APIXO sends one."""
+
+    max_attempts: int = 5
+    initial_wait: float = 1.0
+    max_wait: float = 30.0
+
+    def wait(self, state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, ApixoApiError) and error.retry_after is not None:
+            return min(error.retry_after, self.max_wait)
+        ceiling = min(self.max_wait, self.initial_wait * 2 ** (state.attempt_number - 1))
+        return random.uniform(0, ceiling)
+
+
+class Transport:
+    """How one hook's requests go out: on a shared client, in the key's budget, with retries.
+
+    :param conn_id: the connection, named in errors.
+    :param policy: how transient failures are retried.
+    :param pacer: the key's request budget.
+    :param log: where retries are logged (the hook's logger).
+    """
+
+    def __init__(
+        self, conn_id: str, policy: RetryPolicy, pacer: RequestPacer, log: logging.Logger | Any
+    ) -> None:
+        self.conn_id = conn_id
+        self.policy = policy
+        self.pacer = pacer
+        self.log = log
+
+    def request(
+        self,
+        shared: SyncClient,
+        method: str,
+        path: str,
+        *,
+        what: str,
+        timeout: float,
+        attempts: int | None = None,
+        time_limit: float | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """One request with retries. A blocking request cannot be cancelled like a coroutine, so a
+        ``time_limit`` shrinks each attempt's timeouts to what is left of it and starts no retry
+        that would end past it."""
+        pacer = self.pacer
+        ends = math.inf if time_limit is None else time.monotonic() + time_limit
+
+        def attempt() -> Any:
+            pacer.acquire()
+            with shared.slots:
+                left = min(timeout, max(0.0, ends - time.monotonic()))
+                try:
+                    response = shared.client.request(method, path, timeout=left, **kwargs)
+                except httpx.HTTPError as error:
+                    raise transport_error(error, method, what, self.conn_id) from error
+            return self._checked(response, what)
+
+        return Retrying(**self._retry_options(what, attempts, time_limit))(attempt)
+
+    async def arequest(
+        self,
+        shared: AsyncClient,
+        method: str,
+        path: str,
+        *,
+        what: str,
+        attempts: int | None = None,
+        granted: bool = False,
+        **kwargs: Any,
+    ) -> Any:
+        """One request with retries; ``granted``: the first attempt's turn in the budget is already
+        taken (by the scheduler)."""
+        pacer = self.pacer
+        turn_taken = granted
+
+        async def attempt() -> Any:
+            nonlocal turn_taken
+            if not turn_taken:
+                await pacer.aacquire()
+            turn_taken = False
+            async with shared.slots:
+                try:
+                    response = await shared.client.request(method, path, **kwargs)
+                except httpx.HTTPError as error:
+                    raise transport_error(error, method, what, self.conn_id) from error
+            return self._checked(response, what)
+
+        return await AsyncRetrying(**self._retry_options(what, attempts))(attempt)
+
+    def _checked(self, response: httpx.Response, what: str) -> Any:
+        """The envelope's data; an answer that asks to slow down pauses the whole key first."""
+        try:
+            return read_envelope(response, what, self.conn_id)
+        except ApixoApiError as error:
+            if isinstance(error, ApixoRateLimitError) or error.retry_after is not None:
+                retry_after = error.retry_after
+                self.pacer.pause(None if retry_after is None else min(retry_after, self.policy.max_wait))
+            raise
+
+    def _retry_options(
+        self, what: str, attempts: int | None, time_limit: float | None = None
+    ) -> dict[str, Any]:
+        policy = self.policy
+        max_attempts = attempts or policy.max_attempts
+        stop: stop_base = stop_after_attempt(max_attempts)
+        if time_limit is not None:
+            stop = stop | stop_before_delay(time_limit)
+
+        def log_retry(state: RetryCallState) -> None:
+            self.log.warning(
+                "%s failed (attempt %d of %d), retrying in %.1f s: %s",
+                what,
+                state.attempt_number,
+                max_attempts,
+                state.next_action.sleep if state.next_action else 0.0,
+                state.outcome.exception() if state.outcome else None,
+            )
+
+        return {
+            "retry": retry_if_exception(lambda error: isinstance(error, ApixoError) and error.transient),
+            "stop": stop,
+            "wait": policy.wait,
+            "before_sleep": log_retry,
+            "reraise": True,
+        }
+
+
+def client_options(settings: ConnectionSettings) -> dict[str, Any]:
+    """How the shared client for a key is built: base URL, the key as a bearer token, timeouts."""
+    return {
+        "base_url": settings.base_url,
+        "headers": {
+            "Authorization": f"Bearer {settings.api_key}",
+            "User-Agent": f"airflow-provider-nanobanana/{__version__}",
+        },
+        "timeout": httpx.Timeout(settings.timeout),
+    }
