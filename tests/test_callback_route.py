@@ -89,9 +89,7 @@ def call(token: str = TICKET.token, task_id: str = APIXO_TASK) -> tuple[int, str
 
 
 @pytest.mark.parametrize("classpath", TRIGGERS.values(), ids=TRIGGERS.keys())
-def test_the_right_token_wakes_the_task_once_with_its_try(
-    airflow: Airflow, classpath: str
-) -> None:
+def test_the_right_token_wakes_the_task_once_with_its_try(airflow: Airflow, classpath: str) -> None:
     airflow.ti = deferred_on(classpath)
 
     assert call() == (200, "woken")
@@ -107,9 +105,7 @@ def test_a_wrong_token_is_refused_and_wakes_nothing(airflow: Airflow) -> None:
 
 
 @pytest.mark.parametrize("state", ["scheduled", "queued", "running", None])
-def test_a_task_not_deferred_yet_asks_apixo_to_call_again(
-    airflow: Airflow, state: str | None
-) -> None:
+def test_a_task_not_deferred_yet_asks_apixo_to_call_again(airflow: Airflow, state: str | None) -> None:
     airflow.ti = StoredTaskInstance(state=state, next_method=None)
 
     assert call() == (503, "not ready: call again")

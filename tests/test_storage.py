@@ -16,8 +16,9 @@ import tenacity
 from airflow.sdk import ObjectStoragePath
 from airflow.sdk.io.store import attach
 
+from airflow_provider_nanobanana.downloads import ImageDownloader
 from airflow_provider_nanobanana.exceptions import ApixoInputError, ApixoStorageError
-from airflow_provider_nanobanana.storage import ImageDownloader, output_location, store_results
+from airflow_provider_nanobanana.storage import output_location, store_results
 from tests.support import FakeTaskInstance
 
 if TYPE_CHECKING:

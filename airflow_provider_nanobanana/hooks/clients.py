@@ -111,7 +111,7 @@ class ClientRegistry:
                 if shared.users <= 0:
                     del clients[key]
 
-    def keys(self) -> list[Hashable]:
+    def leased_keys(self) -> list[Hashable]:
         """The keys of the open clients (sync, then async over all live loops)."""
         with self._lock:
             return [*self._sync, *(key for clients in self._async.values() for key in clients)]

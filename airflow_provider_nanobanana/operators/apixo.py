@@ -21,6 +21,7 @@ from airflow_provider_nanobanana.callbacks import (
     mint_ticket,
 )
 from airflow_provider_nanobanana.compat import AirflowSkipException, own_xcom, resumes_an_earlier_try
+from airflow_provider_nanobanana.downloads import DEFAULT_MAX_IMAGE_BYTES
 from airflow_provider_nanobanana.exceptions import ApixoError, ApixoInputError, ApixoTaskRejectedError
 from airflow_provider_nanobanana.hooks.apixo import ApixoHook
 from airflow_provider_nanobanana.links import GeneratedImageLink, remember_image_link
@@ -39,7 +40,7 @@ from airflow_provider_nanobanana.reattach import (
     paid_for,
     request_fingerprint,
 )
-from airflow_provider_nanobanana.storage import DEFAULT_MAX_IMAGE_BYTES, prepared_location, store_results
+from airflow_provider_nanobanana.storage import prepared_location, store_results
 from airflow_provider_nanobanana.triggers.apixo import ApixoTaskTrigger
 from airflow_provider_nanobanana.validation import (
     SubmittableRequest,

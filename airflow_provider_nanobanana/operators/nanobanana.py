@@ -6,10 +6,10 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_nanobanana.api import NANO_BANANA
 from airflow_provider_nanobanana.callbacks import DEFAULT_CALLBACK_POLL_INTERVAL
+from airflow_provider_nanobanana.downloads import DEFAULT_MAX_IMAGE_BYTES
 from airflow_provider_nanobanana.hooks.apixo import ApixoHook
 from airflow_provider_nanobanana.operators.apixo import XCOM_TASK_ID_KEY, ApixoGenerateOperator
 from airflow_provider_nanobanana.polling import DEFAULT_MAX_CONSECUTIVE_ERRORS
-from airflow_provider_nanobanana.storage import DEFAULT_MAX_IMAGE_BYTES
 from airflow_provider_nanobanana.validation import NanoBananaRequest
 
 if TYPE_CHECKING:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from airflow_provider_nanobanana.compat import AirflowSensorTimeout, resumes_an_earlier_try
+from airflow_provider_nanobanana.downloads import DEFAULT_MAX_IMAGE_BYTES
 from airflow_provider_nanobanana.exceptions import ApixoError, ApixoInputError, ApixoWaitTimeoutError
 from airflow_provider_nanobanana.hooks.apixo import ApixoHook
 from airflow_provider_nanobanana.links import GeneratedImageLink, remember_image_link
@@ -22,7 +23,7 @@ from airflow_provider_nanobanana.polling import (
     TaskPoller,
     wait_cadence,
 )
-from airflow_provider_nanobanana.storage import DEFAULT_MAX_IMAGE_BYTES, prepared_location, store_results
+from airflow_provider_nanobanana.storage import prepared_location, store_results
 from airflow_provider_nanobanana.triggers.apixo import ApixoTaskTrigger
 from airflow_provider_nanobanana.validation import check_error_budget, check_max_image_bytes, check_model_id
 

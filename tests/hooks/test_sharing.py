@@ -96,7 +96,7 @@ async def test_registries_never_hold_the_key(emulator: EmulatorServer) -> None:
     await hook.aget_conn()
     hook.get_conn()
     try:
-        names = [repr(key) for key in CLIENTS.keys()]
+        names = [repr(key) for key in CLIENTS.leased_keys()]
         names += [repr(config) for config in pacing.pacer_configs()]
         assert names
         assert not any(TEST_API_KEY in name for name in names)

@@ -274,7 +274,9 @@ def resume(event: Any) -> Any:
 
 @pytest.mark.parametrize("status", ["timeout", "error"])
 def test_wait_without_outcome_is_not_retried_into_a_second_payment(status: str) -> None:
-    with pytest.raises(AirflowFailException, match=r"ApixoTaskSensor\(apixo_task_id='task_1', model='nano-banana'\)"):
+    with pytest.raises(
+        AirflowFailException, match=r"ApixoTaskSensor\(apixo_task_id='task_1', model='nano-banana'\)"
+    ):
         resume(event(status, task_dict("processing")))
 
 
