@@ -162,3 +162,19 @@ def test_the_webhook_token_is_in_no_file_airflow_wrote(
     assert [path for path in written if token in path.read_bytes()] == []
     unknown = "01900000-0000-7000-8000-000000000000"
     assert post_callback(standalone, unknown, "any", task["id"]).status_code == 200
+
+
+@pytest.mark.parametrize("dag_id", ["e2e_upgraded", "e2e_upgraded_callback"])
+def test_a_task_deferred_on_the_triggers_old_name_still_ends(
+    standalone: Standalone, emulator_admin: EmulatorAdmin, dag_id: str
+) -> None:
+    """A provider upgrade while tasks wait: the triggerer re-creates the old trigger from its stored
+    classpath and kwargs, and in callback mode the route still wakes the task waiting on it."""
+    run_id = start(standalone, "a kite [emulator:seconds=6]", dag_id=dag_id)
+
+    state = standalone.wait_for_run(dag_id, run_id)
+
+    assert state == "success", standalone.task_log(dag_id, run_id, "generate")
+    assert emulator_admin.submissions() == 1
+    if dag_id == "e2e_upgraded_callback":  # only the webhook can end it in time
+        assert [call["status_code"] for call in emulator_admin.callbacks()][-1] == 200

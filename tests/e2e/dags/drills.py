@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from airflow.sdk import DAG
 
 from airflow_provider_nanobanana.operators.nanobanana import NanoBananaGenerateOperator
+from airflow_provider_nanobanana.triggers.nanobanana import NanoBananaTaskTrigger
 
 
-def _drill(dag_id: str, **operator: object) -> DAG:
+class DeferredAsBeforeTheRename(NanoBananaGenerateOperator):
+    """Defers on the trigger's old classpath, as tasks deferred by earlier releases wait on it."""
+
+    def defer(self, *, trigger: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        _, trigger_kwargs = trigger.serialize()
+        return super().defer(trigger=NanoBananaTaskTrigger(**trigger_kwargs), **kwargs)
+
+
+def _drill(dag_id: str, operator_class: type = NanoBananaGenerateOperator, **operator: object) -> DAG:
     with DAG(
         dag_id=dag_id,
         schedule=None,
@@ -17,7 +27,7 @@ def _drill(dag_id: str, **operator: object) -> DAG:
         catchup=False,
         params={"prompt": "a kite"},
     ) as dag:
-        NanoBananaGenerateOperator(
+        operator_class(
             task_id="generate",
             prompt="{{ params.prompt }}",
             initial_delay=1,
@@ -42,4 +52,15 @@ callback = _drill(
 # A polling net fine enough to finish the task soon when the webhook is lost.
 callback_net = _drill(
     "e2e_callback_net", apixo_conn_id="apixo_callback", callback_poll_interval=3, retries=1, timeout=120
+)
+
+# A provider upgrade while tasks wait: the triggerer re-creates the old trigger, the route wakes it.
+upgraded = _drill("e2e_upgraded", DeferredAsBeforeTheRename, deferrable=True, retries=1, timeout=120)
+upgraded_callback = _drill(
+    "e2e_upgraded_callback",
+    DeferredAsBeforeTheRename,
+    apixo_conn_id="apixo_callback",
+    callback_poll_interval=600,
+    retries=1,
+    timeout=120,
 )
