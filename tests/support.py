@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 import socket
 import threading
@@ -11,6 +12,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -27,6 +29,13 @@ if TYPE_CHECKING:
     from airflow.sdk import DAG
     from tenacity import RetryCallState
 
+ROOT = Path(__file__).resolve().parents[1]
+"""The checkout: README, example DAGs, the tests' own DAGs."""
+AIRFLOW_HOME = Path(os.environ["AIRFLOW_HOME"])
+"""The private Airflow home: ``tests/conftest.py`` makes it and points Airflow at it before Airflow is
+imported, and before this module is."""
+# A key that occurs nowhere else, so a leak check can search every output for it.
+TEST_API_KEY = "sk-apixo-test-7c1d2e9f4b8a"
 # A key the emulator refuses; like the test key it occurs nowhere else, so leak checks can search for it.
 WRONG_KEY = "sk-apixo-wrong-0f9e8d7c6b5a"
 
@@ -49,6 +58,14 @@ def without_airflow_mask_requests(output: str) -> str:
     if AIRFLOW_V_3_1_PLUS:
         return output
     return "\n".join(line for line in output.splitlines() if "MaskSecret(value=" not in line)
+
+
+def apixo_connection(base_url: str, api_key: str = TEST_API_KEY, **extra: object) -> str:
+    """An ``AIRFLOW_CONN_*`` value for the emulator."""
+    conn: dict[str, object] = {"conn_type": "apixo", "host": base_url, "password": api_key}
+    if extra:
+        conn["extra"] = extra
+    return json.dumps(conn)
 
 
 def free_port() -> int:

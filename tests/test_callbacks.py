@@ -22,8 +22,7 @@ from airflow_provider_nanobanana.exceptions import ApixoInputError
 from airflow_provider_nanobanana.operators.nanobanana import NanoBananaGenerateOperator
 from airflow_provider_nanobanana.reattach import RECORD_KEY
 from airflow_provider_nanobanana.triggers.nanobanana import NanoBananaTaskTrigger
-from tests.conftest import apixo_connection
-from tests.support import FakeStore, FakeTaskInstance, ended
+from tests.support import FakeStore, FakeTaskInstance, apixo_connection, ended
 
 if TYPE_CHECKING:
     from airflow_provider_nanobanana.emulator import EmulatorServer

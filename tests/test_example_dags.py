@@ -22,8 +22,7 @@ except ImportError:  # Airflow 3.0, 3.1
     from airflow.models.dagbag import DagBag  # type: ignore[no-redef,attr-defined,unused-ignore]
 
 from airflow_provider_nanobanana.hooks.apixo import ApixoHook
-from tests.conftest import ROOT
-from tests.support import LocalReceiver, run
+from tests.support import ROOT, LocalReceiver, run
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

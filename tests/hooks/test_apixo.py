@@ -36,8 +36,7 @@ from airflow_provider_nanobanana.hooks import apixo
 from airflow_provider_nanobanana.hooks.apixo import ApixoHook, RetryPolicy
 from airflow_provider_nanobanana.models import DEFAULT_BASE_URL, TaskState
 from airflow_provider_nanobanana.polling import OutcomeStatus
-from tests.conftest import TEST_API_KEY, apixo_connection
-from tests.support import FAST, WRONG_KEY, RecordingPolicy, free_port
+from tests.support import FAST, TEST_API_KEY, WRONG_KEY, RecordingPolicy, apixo_connection, free_port
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -12,8 +12,7 @@ from airflow_provider_nanobanana.exceptions import ApixoConnectionNotFoundError
 from airflow_provider_nanobanana.hooks import apixo
 from airflow_provider_nanobanana.hooks.apixo import RetryPolicy
 from airflow_provider_nanobanana.triggers.nanobanana import NanoBananaTaskTrigger
-from tests.conftest import apixo_connection
-from tests.support import submit
+from tests.support import apixo_connection, submit
 
 if TYPE_CHECKING:
     from airflow.triggers.base import TriggerEvent
