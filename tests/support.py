@@ -11,9 +11,9 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import httpx
 import pytest
@@ -180,27 +180,47 @@ class FakeStore:
         self.values.pop(key, None)
 
 
-class LocalReceiver:
-    """A loopback HTTP server that records the JSON body of every POST: a CMS, a webhook receiver.
+class ReceivedPost(NamedTuple):
+    """One POST a :class:`LocalReceiver` got."""
 
-    :param status: what it answers.
+    at: float
+    """When it came, on the monotonic clock."""
+    path: str
+    """Its path and query."""
+    body: Any
+    """Its JSON body."""
+
+
+class LocalReceiver:
+    """A loopback HTTP server that records every POST with its JSON body: a CMS, a webhook receiver,
+    a flaky consumer.
+
+    :param script: one ``(status, delay_seconds)`` per POST, in order: its answer, held that long.
+    :param status: the answer to every POST after the script.
+    :param path: the path (and query) :attr:`url` ends with.
     """
 
-    def __init__(self, status: int = 200) -> None:
-        self.received: list[tuple[str, Any]] = []
-        received, answer = self.received, status
+    def __init__(self, *script: tuple[int, float], status: int = 200, path: str = "") -> None:
+        self.received: list[ReceivedPost] = []
+        self._path = path
+        answers, received = list(script), self.received
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                received.append((self.path, json.loads(body)))
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                received.append(ReceivedPost(time.monotonic(), self.path, body))
+                answer, delay = answers.pop(0) if answers else (status, 0.0)
+                time.sleep(delay)
                 self.send_response(answer)
+                self.send_header("Content-Length", "0")
                 self.end_headers()
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._server = HTTPServer(("127.0.0.1", 0), Handler)
+        # Threads: a held answer must not hold up the next POST (a retry, a duplicate).
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
 
     @property
     def port(self) -> int:
@@ -208,10 +228,11 @@ class LocalReceiver:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://127.0.0.1:{self.port}{self._path}"
 
     def __enter__(self) -> LocalReceiver:
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        serve = {"poll_interval": 0.05}  # a quick shutdown keeps the tests fast
+        threading.Thread(target=self._server.serve_forever, kwargs=serve, daemon=True).start()
         return self
 
     def __exit__(

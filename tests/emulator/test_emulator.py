@@ -5,10 +5,8 @@ from __future__ import annotations
 import io
 import json
 import logging
-import threading
 import time
 from email.utils import parsedate_to_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -20,11 +18,10 @@ from airflow_provider_nanobanana.emulator import Emulator, EmulatorServer, Emula
 from airflow_provider_nanobanana.emulator.app import forged_url
 from airflow_provider_nanobanana.emulator.images import _printable, _wrap, image_size, render_image
 from airflow_provider_nanobanana.emulator.validation import ASPECT_RATIOS
-from tests.support import EmulatorAdmin, free_port
+from tests.support import EmulatorAdmin, LocalReceiver, free_port
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from types import TracebackType
 
     from airflow_provider_nanobanana.emulator.state import CallbackRecord
 
@@ -619,47 +616,8 @@ def test_admin_settings(raw: httpx.Client, emulator: Emulator) -> None:
 # --- callbacks ----------------------------------------------------------------------------------
 
 
-class ScriptedReceiver:
-    """A loopback webhook receiver answering a programmed sequence, then 200: a flaky consumer.
-
-    :param script: one ``(status, hold_seconds)`` per POST, in order; ``hold_seconds`` delays the answer.
-    """
-
-    def __init__(self, *script: tuple[int, float]) -> None:
-        self.hits: list[tuple[float, str, Any]] = []
-        """``(monotonic time, path, JSON body)`` of every POST received."""
-        answers, hits = list(script), self.hits
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                hits.append((time.monotonic(), self.path, body))
-                status, hold = answers.pop(0) if answers else (200, 0.0)
-                time.sleep(hold)
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/hook?secret=s"
-
-    def __enter__(self) -> ScriptedReceiver:
-        serve = {"poll_interval": 0.05}  # a quick shutdown keeps the tests fast
-        threading.Thread(target=self._server.serve_forever, kwargs=serve, daemon=True).start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+HOOK = "/hook?secret=s"
+"""Where the callbacks go on the receiver: a path with a query of its own."""
 
 
 ENDED = {"delivered", "gave_up", "dropped", "refused"}
@@ -701,11 +659,11 @@ def ends_at(emulator: Emulator, task_id: str) -> float:
 def test_callback_is_posted_once_on_200_with_the_status_envelope(
     api: httpx.Client, raw: httpx.Client, emulator: Emulator
 ) -> None:
-    with ScriptedReceiver() as receiver:
+    with LocalReceiver(path=HOOK) as receiver:
         task_id = submit(api, callback_body(receiver.url))
         [record] = settled(emulator)
         time.sleep(QUIET)
-    [(_, path, payload)] = receiver.hits
+    [(_, path, payload)] = receiver.received
     assert path == "/hook?secret=s"
     assert payload == status(api, task_id).json(), "the same envelope statusTask answers"
     assert payload["data"]["state"] == "success" and isinstance(payload["data"]["resultJson"], str)
@@ -740,7 +698,7 @@ def test_failed_callback_is_retried_with_growing_delays_until_200(
     api: httpx.Client, emulator: Emulator
 ) -> None:
     emulator.settings.callback_retry_delays = (0.1, 0.3, 0.6)
-    with ScriptedReceiver((503, 0), (500, 0)) as receiver:
+    with LocalReceiver((503, 0), (500, 0), path=HOOK) as receiver:
         task_id = submit(api, callback_body(receiver.url))
         records = settled(emulator)
         time.sleep(QUIET)
@@ -749,9 +707,9 @@ def test_failed_callback_is_retried_with_growing_delays_until_200(
         (2, 500, "retrying"),
         (3, 200, "delivered"),
     ]
-    assert len(receiver.hits) == 3
-    assert all(body["data"]["taskId"] == task_id for _, _, body in receiver.hits)
-    starts = [at for at, _, _ in receiver.hits]
+    assert len(receiver.received) == 3
+    assert all(body["data"]["taskId"] == task_id for _, _, body in receiver.received)
+    starts = [at for at, _, _ in receiver.received]
     first, second = starts[1] - starts[0], starts[2] - starts[1]
     assert 0.1 <= first < 0.3 <= second < 0.6, (first, second)
     assert records[0].at < records[1].at < records[2].at
@@ -775,7 +733,7 @@ def test_a_receiver_that_is_down_is_retried_3_times_then_given_up(
 
 def test_a_receiver_slower_than_the_timeout_has_failed(api: httpx.Client, emulator: Emulator) -> None:
     emulator.settings.callback_timeout_seconds = 0.2
-    with ScriptedReceiver((200, 0.5)) as receiver:
+    with LocalReceiver((200, 0.5), path=HOOK) as receiver:
         submit(api, callback_body(receiver.url))
         records = settled(emulator)
     assert [(r.attempt, r.status_code, r.outcome) for r in records] == [
@@ -783,7 +741,7 @@ def test_a_receiver_slower_than_the_timeout_has_failed(api: httpx.Client, emulat
         (2, 200, "delivered"),
     ]
     assert records[0].error == "no answer within 0.2 s"
-    assert len(receiver.hits) == 2
+    assert len(receiver.received) == 2
 
 
 def test_apixo_timing_is_the_default() -> None:
@@ -795,7 +753,7 @@ def test_drop_loses_the_next_deliveries_unsent(
     api: httpx.Client, admin: EmulatorAdmin, emulator: Emulator
 ) -> None:
     admin.fault_callbacks(drop=2)
-    with ScriptedReceiver() as receiver:
+    with LocalReceiver(path=HOOK) as receiver:
         lost = [submit(api, callback_body(receiver.url, f"lost {n}")) for n in range(2)]
         settled(emulator, deliveries=2)
         kept = submit(api, callback_body(receiver.url))
@@ -805,31 +763,31 @@ def test_drop_loses_the_next_deliveries_unsent(
         (task_id, "dropped", None) for task_id in lost
     )
     assert (records[2].task_id, records[2].outcome) == (kept, "delivered")
-    assert [body["data"]["taskId"] for _, _, body in receiver.hits] == [kept]
+    assert [body["data"]["taskId"] for _, _, body in receiver.received] == [kept]
 
 
 def test_delay_holds_every_first_attempt_until_set_to_0(
     api: httpx.Client, admin: EmulatorAdmin, emulator: Emulator
 ) -> None:
     admin.fault_callbacks(delay_seconds=0.5)
-    with ScriptedReceiver() as receiver:
+    with LocalReceiver(path=HOOK) as receiver:
         held = [submit(api, callback_body(receiver.url, f"held {n}")) for n in range(2)]
         settled(emulator, deliveries=2)
         admin.fault_callbacks(delay_seconds=0)
         prompt = submit(api, callback_body(receiver.url, "prompt"))
         settled(emulator, deliveries=3)
-    hit_at = {body["data"]["taskId"]: at for at, _, body in receiver.hits}
+    hit_at = {body["data"]["taskId"]: at for at, _, body in receiver.received}
     for task_id in held:
         assert 0.5 <= hit_at[task_id] - ends_at(emulator, task_id) < 1.5
     assert hit_at[prompt] - ends_at(emulator, prompt) < 0.4
-    assert len(receiver.hits) == 3
+    assert len(receiver.received) == 3
 
 
 def test_duplicate_posts_the_next_deliveries_twice(
     api: httpx.Client, admin: EmulatorAdmin, emulator: Emulator
 ) -> None:
     admin.fault_callbacks(duplicate=1)
-    with ScriptedReceiver((503, 0)) as receiver:
+    with LocalReceiver((503, 0), path=HOOK) as receiver:
         doubled = submit(api, callback_body(receiver.url))
         settled(emulator, deliveries=2)
         single = submit(api, callback_body(receiver.url))
@@ -841,7 +799,7 @@ def test_duplicate_posts_the_next_deliveries_twice(
         (doubled, 1, "delivered", True),
         (single, 1, "delivered", False),
     ]
-    bodies = [body for _, _, body in receiver.hits]
+    bodies = [body for _, _, body in receiver.received]
     assert bodies[1] == bodies[2] and bodies[1]["data"]["taskId"] == doubled
     assert len(bodies) == 4
 
@@ -850,7 +808,7 @@ def test_forge_precedes_the_next_deliveries_with_one_copy_carrying_a_wrong_token
     api: httpx.Client, admin: EmulatorAdmin, emulator: Emulator
 ) -> None:
     admin.fault_callbacks(forge=1)
-    with ScriptedReceiver((403, 0)) as receiver:
+    with LocalReceiver((403, 0), path=HOOK) as receiver:
         forged = submit(api, callback_body(receiver.url))
         settled(emulator)
         true = submit(api, callback_body(receiver.url))
@@ -861,12 +819,12 @@ def test_forge_precedes_the_next_deliveries_with_one_copy_carrying_a_wrong_token
         (forged, 1, "delivered", 200),
         (true, 1, "delivered", 200),
     ]
-    paths = [urlsplit(path) for _, path, _ in receiver.hits]
+    paths = [urlsplit(path) for _, path, _ in receiver.received]
     assert [parse_qs(path.query)["secret"] for path in paths] == [["s"]] * 3
     assert parse_qs(paths[0].query)["token"][0].startswith("forged-")
     assert [path.query for path in paths[1:]] == ["secret=s", "secret=s"]
-    assert receiver.hits[0][2] == receiver.hits[1][2]  # the true payload, under a wrong token
-    assert records[0].url.endswith(receiver.hits[0][1])  # the record shows where the forgery went
+    assert receiver.received[0][2] == receiver.received[1][2]  # the true payload, under a wrong token
+    assert records[0].url.endswith(receiver.received[0][1])  # the record shows where the forgery went
 
 
 def test_a_forged_url_replaces_the_token_and_keeps_the_rest() -> None:
@@ -887,17 +845,17 @@ def test_callback_faults_are_checked_and_cleared_by_reset(
         emulator.fault_callbacks(drop=-1)
     admin.fault_callbacks(drop=3, delay_seconds=30, duplicate=3, forge=3)
     admin.reset()
-    with ScriptedReceiver() as receiver:
+    with LocalReceiver(path=HOOK) as receiver:
         task_id = submit(api, callback_body(receiver.url))
         [record] = settled(emulator, timeout=2)
         time.sleep(QUIET)
     assert (record.task_id, record.outcome, record.duplicate) == (task_id, "delivered", False)
-    assert len(receiver.hits) == 1
+    assert len(receiver.received) == 1
 
 
 def test_reset_stops_deliveries_in_flight(api: httpx.Client, emulator: Emulator) -> None:
     emulator.settings.callback_retry_delays = (0.3, 0.3, 0.3)
-    with ScriptedReceiver((503, 0)) as receiver:
+    with LocalReceiver((503, 0), path=HOOK) as receiver:
         submit(api, callback_body(receiver.url))
         deadline = time.monotonic() + 3
         while not emulator.callbacks and time.monotonic() < deadline:
@@ -905,7 +863,7 @@ def test_reset_stops_deliveries_in_flight(api: httpx.Client, emulator: Emulator)
         emulator.reset()
         time.sleep(0.6)
     assert emulator.callbacks == []
-    assert len(receiver.hits) == 1
+    assert len(receiver.received) == 1
 
 
 def test_callback_settings_are_patched_and_shown(raw: httpx.Client, emulator: Emulator) -> None:
