@@ -91,6 +91,24 @@ class RecordingPolicy(RetryPolicy):
         return value
 
 
+MODEL = "nano-banana"
+T2I = {"mode": "text-to-image", "prompt": "a watercolor fox", "aspect_ratio": "16:9", "output_format": "png"}
+"""The ``input`` of a text-to-image task, as the hook sends it."""
+FAKE_BASE = "https://apixo.test/api/v1"
+"""A base URL nothing answers: for respx (see ``fake_api``)."""
+STATUS_PATH = "/api/v1/statusTask"
+
+
+def envelope(data: Any, code: int = 200, message: str = "success") -> dict[str, Any]:
+    """APIXO's answer around ``data``."""
+    return {"code": code, "message": message, "data": data}
+
+
+def status_body(state_: str = "processing", **extra: Any) -> dict[str, Any]:
+    """A status answer for ``task_1``; ``extra`` adds or replaces fields of its ``data``."""
+    return envelope({"taskId": "task_1", "state": state_, "createTime": 1700000000000, **extra})
+
+
 # An error-level line as Airflow writes it: on the console (`[error    ]`), in task logs (JSON).
 _ERROR_LEVEL = re.compile(r'\[(error|critical) *\]|"level": ?"(error|critical)"')
 
