@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import io
 import json
 import os
 import re
@@ -19,6 +20,7 @@ import httpx
 import pytest
 from airflow.models.xcom import XComModel
 from airflow.utils.session import create_session
+from PIL import Image
 
 from airflow_provider_nanobanana.compat import AIRFLOW_V_3_1_PLUS
 from airflow_provider_nanobanana.hooks.apixo import ApixoHook, RetryPolicy
@@ -367,3 +369,79 @@ class EmulatorAdmin:
 
     def callbacks(self) -> list[dict[str, Any]]:
         return list(self._get("/callbacks")["callbacks"])
+
+
+# --- the emulator's API over plain HTTP (tests/emulator/) -------------------------------------------
+
+GENERATION = 0.3
+"""Seconds the emulator of tests/emulator/ takes per task, unless a test says otherwise."""
+PENDING = 0.1
+"""Seconds its tasks stay pending."""
+RETRY_DELAYS = (0.05, 0.1, 0.2)
+"""Its callback retry delays: APIXO's shape (3 growing waits), much shorter."""
+
+
+def t2i_body(prompt: str = "a watercolor fox", **extra: Any) -> dict[str, Any]:
+    """A valid text-to-image body; ``extra`` entries go into ``input``."""
+    return {"request_type": "async", "input": {"mode": "text-to-image", "prompt": prompt, **extra}}
+
+
+def post_task(api: httpx.Client, body: dict[str, Any], model: str = MODEL) -> str:
+    """Submit ``body``, which must be accepted; the task id."""
+    answer = api.post(f"/generateTask/{model}", json=body)
+    assert answer.status_code == 200, answer.text
+    task_id: str = answer.json()["data"]["taskId"]
+    return task_id
+
+
+def get_status(api: httpx.Client, task_id: str, model: str = MODEL) -> httpx.Response:
+    return api.get(f"/statusTask/{model}", params={"taskId": task_id})
+
+
+def wait_terminal(
+    api: httpx.Client, task_id: str, timeout: float = 3.0, model: str = MODEL
+) -> dict[str, Any]:
+    """Read the status until the task has ended; its last ``data``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        data: dict[str, Any] = get_status(api, task_id, model).json()["data"]
+        if data["state"] in ("success", "failed"):
+            return data
+        time.sleep(0.02)
+    raise AssertionError(f"task {task_id} did not finish within {timeout} s")
+
+
+def result_url(data: dict[str, Any]) -> str:
+    """The one result URL of a successful status ``data``."""
+    assert isinstance(data["resultJson"], str)
+    urls = json.loads(data["resultJson"])["resultUrls"]
+    assert len(urls) == 1
+    url: str = urls[0]
+    return url
+
+
+def decode(data: bytes, image_format: str) -> Image.Image:
+    """Decode with Pillow, checking the format really is the one asked for."""
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    assert image.format == image_format and image.mode == "RGB"
+    return image
+
+
+INK_LEVEL = 200
+"""Text is white; the panel behind it darkens the background to at most 128, so only text is brighter."""
+
+PROMPT_AREA = (0.1, 0.1, 0.9, 0.6)
+"""Where the prompt sits, as fractions of the sides."""
+
+
+def ink(image: Image.Image, area: tuple[float, float, float, float]) -> bytes:
+    """A mask of the text pixels in an area: 255 where a pixel is near white, else 0."""
+    width, height = image.size
+    box = (round(area[0] * width), round(area[1] * height), round(area[2] * width), round(area[3] * height))
+    mask = image.crop(box).convert("L").point(lambda level: 255 if level >= INK_LEVEL else 0)
+    return mask.tobytes()
+
+
+def ink_count(image: Image.Image, area: tuple[float, float, float, float]) -> int:
+    return ink(image, area).count(255)
