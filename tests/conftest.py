@@ -29,48 +29,46 @@ for _name in PROXY_VARIABLES:
     os.environ.pop(_name, None)
     os.environ.pop(_name.lower(), None)
 
-ROOT = Path(__file__).resolve().parents[1]
-AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="nanobanana-tests-"))
-# A key that occurs nowhere else, so a leak check can search every output for it.
-TEST_API_KEY = "sk-apixo-test-7c1d2e9f4b8a"
-
 
 def _bundle(name: str, path: Path) -> dict[str, object]:
     classpath = "airflow.dag_processing.bundles.local.LocalDagBundle"
     return {"name": name, "classpath": classpath, "kwargs": {"path": str(path)}}
 
 
-os.environ.update(
-    {
-        "AIRFLOW_HOME": str(AIRFLOW_HOME),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{AIRFLOW_HOME}/airflow.db",
-        "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps(
-            [
-                _bundle("provider_examples", ROOT / "example_dags"),
-                _bundle("test_dags", ROOT / "tests" / "dags"),
-            ]
-        ),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "example_dags"),
-        "NANOBANANA_OUTPUT_DIR": str(AIRFLOW_HOME / "output"),
-    }
-)
+def _configure_airflow() -> None:
+    """A private Airflow home on SQLite with both bundles, in the environment Airflow reads at import.
+
+    ``tests.support`` imports Airflow, so this cannot take its paths from there; it names them
+    (``ROOT``, ``AIRFLOW_HOME``) for the tests once this has run.
+    """
+    root = Path(__file__).resolve().parents[1]
+    home = Path(tempfile.mkdtemp(prefix="nanobanana-tests-"))
+    os.environ.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+            "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps(
+                [
+                    _bundle("provider_examples", root / "example_dags"),
+                    _bundle("test_dags", root / "tests" / "dags"),
+                ]
+            ),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(root / "example_dags"),
+            "NANOBANANA_OUTPUT_DIR": str(home / "output"),
+        }
+    )
+
+
+_configure_airflow()
 
 from airflow_provider_nanobanana import pacing  # noqa: E402
 from airflow_provider_nanobanana.emulator import EmulatorServer, EmulatorSettings  # noqa: E402
 from airflow_provider_nanobanana.hooks.apixo import ApixoHook, RetryPolicy  # noqa: E402
-from tests.support import FAST, EmulatorAdmin  # noqa: E402
+from tests.support import AIRFLOW_HOME, FAST, TEST_API_KEY, EmulatorAdmin, apixo_connection  # noqa: E402
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
-
-
-def apixo_connection(base_url: str, api_key: str = TEST_API_KEY, **extra: object) -> str:
-    """An ``AIRFLOW_CONN_*`` value for the emulator."""
-    conn: dict[str, object] = {"conn_type": "apixo", "host": base_url, "password": api_key}
-    if extra:
-        conn["extra"] = extra
-    return json.dumps(conn)
 
 
 @pytest.fixture(scope="session")

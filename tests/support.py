@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import copy
+import io
 import json
+import os
 import re
 import socket
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, HTTPServer
-from typing import TYPE_CHECKING, Any
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import httpx
 import pytest
 from airflow.models.xcom import XComModel
 from airflow.utils.session import create_session
+from PIL import Image
 
 from airflow_provider_nanobanana.compat import AIRFLOW_V_3_1_PLUS
 from airflow_provider_nanobanana.hooks.apixo import ApixoHook, RetryPolicy
@@ -27,6 +31,13 @@ if TYPE_CHECKING:
     from airflow.sdk import DAG
     from tenacity import RetryCallState
 
+ROOT = Path(__file__).resolve().parents[1]
+"""The checkout: README, example DAGs, the tests' own DAGs."""
+AIRFLOW_HOME = Path(os.environ["AIRFLOW_HOME"])
+"""The private Airflow home: ``tests/conftest.py`` makes it and points Airflow at it before Airflow is
+imported, and before this module is."""
+# A key that occurs nowhere else, so a leak check can search every output for it.
+TEST_API_KEY = "sk-apixo-test-7c1d2e9f4b8a"
 # A key the emulator refuses; like the test key it occurs nowhere else, so leak checks can search for it.
 WRONG_KEY = "sk-apixo-wrong-0f9e8d7c6b5a"
 
@@ -51,6 +62,14 @@ def without_airflow_mask_requests(output: str) -> str:
     return "\n".join(line for line in output.splitlines() if "MaskSecret(value=" not in line)
 
 
+def apixo_connection(base_url: str, api_key: str = TEST_API_KEY, **extra: object) -> str:
+    """An ``AIRFLOW_CONN_*`` value for the emulator."""
+    conn: dict[str, object] = {"conn_type": "apixo", "host": base_url, "password": api_key}
+    if extra:
+        conn["extra"] = extra
+    return json.dumps(conn)
+
+
 def free_port() -> int:
     """A loopback TCP port nobody listens on right now."""
     with socket.socket() as sock:
@@ -72,6 +91,24 @@ class RecordingPolicy(RetryPolicy):
         value = super().wait(state)
         self.waits.append(value)
         return value
+
+
+MODEL = "nano-banana"
+T2I = {"mode": "text-to-image", "prompt": "a watercolor fox", "aspect_ratio": "16:9", "output_format": "png"}
+"""The ``input`` of a text-to-image task, as the hook sends it."""
+FAKE_BASE = "https://apixo.test/api/v1"
+"""A base URL nothing answers: for respx (see ``fake_api``)."""
+STATUS_PATH = "/api/v1/statusTask"
+
+
+def envelope(data: Any, code: int = 200, message: str = "success") -> dict[str, Any]:
+    """APIXO's answer around ``data``."""
+    return {"code": code, "message": message, "data": data}
+
+
+def status_body(state_: str = "processing", **extra: Any) -> dict[str, Any]:
+    """A status answer for ``task_1``; ``extra`` adds or replaces fields of its ``data``."""
+    return envelope({"taskId": "task_1", "state": state_, "createTime": 1700000000000, **extra})
 
 
 # An error-level line as Airflow writes it: on the console (`[error    ]`), in task logs (JSON).
@@ -163,27 +200,47 @@ class FakeStore:
         self.values.pop(key, None)
 
 
-class LocalReceiver:
-    """A loopback HTTP server that records the JSON body of every POST: a CMS, a webhook receiver.
+class ReceivedPost(NamedTuple):
+    """One POST a :class:`LocalReceiver` got."""
 
-    :param status: what it answers.
+    at: float
+    """When it came, on the monotonic clock."""
+    path: str
+    """Its path and query."""
+    body: Any
+    """Its JSON body."""
+
+
+class LocalReceiver:
+    """A loopback HTTP server that records every POST with its JSON body: a CMS, a webhook receiver,
+    a flaky consumer.
+
+    :param script: one ``(status, delay_seconds)`` per POST, in order: its answer, held that long.
+    :param status: the answer to every POST after the script.
+    :param path: the path (and query) :attr:`url` ends with.
     """
 
-    def __init__(self, status: int = 200) -> None:
-        self.received: list[tuple[str, Any]] = []
-        received, answer = self.received, status
+    def __init__(self, *script: tuple[int, float], status: int = 200, path: str = "") -> None:
+        self.received: list[ReceivedPost] = []
+        self._path = path
+        answers, received = list(script), self.received
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                received.append((self.path, json.loads(body)))
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                received.append(ReceivedPost(time.monotonic(), self.path, body))
+                answer, delay = answers.pop(0) if answers else (status, 0.0)
+                time.sleep(delay)
                 self.send_response(answer)
+                self.send_header("Content-Length", "0")
                 self.end_headers()
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._server = HTTPServer(("127.0.0.1", 0), Handler)
+        # Threads: a held answer must not hold up the next POST (a retry, a duplicate).
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
 
     @property
     def port(self) -> int:
@@ -191,10 +248,11 @@ class LocalReceiver:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://127.0.0.1:{self.port}{self._path}"
 
     def __enter__(self) -> LocalReceiver:
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        serve = {"poll_interval": 0.05}  # a quick shutdown keeps the tests fast
+        threading.Thread(target=self._server.serve_forever, kwargs=serve, daemon=True).start()
         return self
 
     def __exit__(
@@ -311,3 +369,79 @@ class EmulatorAdmin:
 
     def callbacks(self) -> list[dict[str, Any]]:
         return list(self._get("/callbacks")["callbacks"])
+
+
+# --- the emulator's API over plain HTTP (tests/emulator/) -------------------------------------------
+
+GENERATION = 0.3
+"""Seconds the emulator of tests/emulator/ takes per task, unless a test says otherwise."""
+PENDING = 0.1
+"""Seconds its tasks stay pending."""
+RETRY_DELAYS = (0.05, 0.1, 0.2)
+"""Its callback retry delays: APIXO's shape (3 growing waits), much shorter."""
+
+
+def t2i_body(prompt: str = "a watercolor fox", **extra: Any) -> dict[str, Any]:
+    """A valid text-to-image body; ``extra`` entries go into ``input``."""
+    return {"request_type": "async", "input": {"mode": "text-to-image", "prompt": prompt, **extra}}
+
+
+def post_task(api: httpx.Client, body: dict[str, Any], model: str = MODEL) -> str:
+    """Submit ``body``, which must be accepted; the task id."""
+    answer = api.post(f"/generateTask/{model}", json=body)
+    assert answer.status_code == 200, answer.text
+    task_id: str = answer.json()["data"]["taskId"]
+    return task_id
+
+
+def get_status(api: httpx.Client, task_id: str, model: str = MODEL) -> httpx.Response:
+    return api.get(f"/statusTask/{model}", params={"taskId": task_id})
+
+
+def wait_terminal(
+    api: httpx.Client, task_id: str, timeout: float = 3.0, model: str = MODEL
+) -> dict[str, Any]:
+    """Read the status until the task has ended; its last ``data``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        data: dict[str, Any] = get_status(api, task_id, model).json()["data"]
+        if data["state"] in ("success", "failed"):
+            return data
+        time.sleep(0.02)
+    raise AssertionError(f"task {task_id} did not finish within {timeout} s")
+
+
+def result_url(data: dict[str, Any]) -> str:
+    """The one result URL of a successful status ``data``."""
+    assert isinstance(data["resultJson"], str)
+    urls = json.loads(data["resultJson"])["resultUrls"]
+    assert len(urls) == 1
+    url: str = urls[0]
+    return url
+
+
+def decode(data: bytes, image_format: str) -> Image.Image:
+    """Decode with Pillow, checking the format really is the one asked for."""
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    assert image.format == image_format and image.mode == "RGB"
+    return image
+
+
+INK_LEVEL = 200
+"""Text is white; the panel behind it darkens the background to at most 128, so only text is brighter."""
+
+PROMPT_AREA = (0.1, 0.1, 0.9, 0.6)
+"""Where the prompt sits, as fractions of the sides."""
+
+
+def ink(image: Image.Image, area: tuple[float, float, float, float]) -> bytes:
+    """A mask of the text pixels in an area: 255 where a pixel is near white, else 0."""
+    width, height = image.size
+    box = (round(area[0] * width), round(area[1] * height), round(area[2] * width), round(area[3] * height))
+    mask = image.crop(box).convert("L").point(lambda level: 255 if level >= INK_LEVEL else 0)
+    return mask.tobytes()
+
+
+def ink_count(image: Image.Image, area: tuple[float, float, float, float]) -> int:
+    return ink(image, area).count(255)

@@ -23,8 +23,7 @@ from airflow_provider_nanobanana.reattach import RECORD_KEY
 from airflow_provider_nanobanana.triggers.apixo import ApixoTaskTrigger
 from airflow_provider_nanobanana.triggers.nanobanana import NanoBananaTaskTrigger
 from airflow_provider_nanobanana.validation import check_callback_base_url
-from tests.conftest import apixo_connection
-from tests.support import FakeStore, FakeTaskInstance, ended
+from tests.support import FakeStore, FakeTaskInstance, apixo_connection, ended
 
 if TYPE_CHECKING:
     from airflow_provider_nanobanana.emulator import EmulatorServer

@@ -10,7 +10,7 @@ from airflow.models.connection import Connection as StoredConnection
 from airflow.sdk import Connection
 
 from airflow_provider_nanobanana.hooks.settings import ConnectionSettings
-from tests.conftest import ROOT
+from tests.support import ROOT
 
 if TYPE_CHECKING:
     from collections.abc import Callable

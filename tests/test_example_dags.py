@@ -6,7 +6,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -22,13 +22,12 @@ except ImportError:  # Airflow 3.0, 3.1
     from airflow.models.dagbag import DagBag  # type: ignore[no-redef,attr-defined,unused-ignore]
 
 from airflow_provider_nanobanana.hooks.apixo import ApixoHook
-from tests.conftest import ROOT
-from tests.support import LocalReceiver, run
+from tests.support import ROOT, LocalReceiver, run
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from tests.support import EmulatorAdmin
+    from tests.support import EmulatorAdmin, ReceivedPost
 
 pytestmark = [pytest.mark.dag, pytest.mark.usefixtures("airflow_db")]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -135,7 +134,7 @@ def test_sensor_example_waits_for_the_submitted_task(dagbag: DagBag, emulator_ad
 
 
 @pytest.fixture
-def cms(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, Any]]]:
+def cms(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[ReceivedPost]]:
     """A local stand-in for the CMS the publish example posts to."""
     with LocalReceiver(status=201) as receiver:
         connection = {"conn_type": "http", "host": "127.0.0.1", "port": receiver.port, "schema": "http"}
@@ -166,7 +165,7 @@ def test_batch_skips_the_rejected_prompt_and_stores_the_rest(
 
 
 def test_content_pipeline_stores_covers_and_posts_their_manifest(
-    dagbag: DagBag, emulator_admin: EmulatorAdmin, cms: list[tuple[str, Any]]
+    dagbag: DagBag, emulator_admin: EmulatorAdmin, cms: list[ReceivedPost]
 ) -> None:
     plan = json.loads((ROOT / "example_dags" / "content_prompts.json").read_text())["prompts"]
     emulator_admin.fail_next_tasks("CONTENT_VIOLATION")  # the moderation refuses one prompt
@@ -174,7 +173,7 @@ def test_content_pipeline_stores_covers_and_posts_their_manifest(
     state, _ = run(dagbag.dags["example_nanobanana_publish"])
 
     assert state == "success"
-    ((path, manifest),) = cms
+    ((_, path, manifest),) = cms
     assert path == "/covers"
     assert [cover["prompt"] for cover in manifest["covers"]] == [
         p.format(date=manifest["date"]) for p in plan

@@ -21,9 +21,8 @@ import respx
 from airflow_provider_nanobanana.compat import AirflowFailException
 from airflow_provider_nanobanana.exceptions import ApixoTaskFailedError, ApixoTaskRejectedError
 from airflow_provider_nanobanana.polling import OutcomeStatus
-from tests.conftest import apixo_connection
 from tests.dags import provider_dags
-from tests.support import FAST, RESCHEDULES_IN_DAG_TEST, RecordingPolicy, free_port, run
+from tests.support import FAST, RESCHEDULES_IN_DAG_TEST, RecordingPolicy, apixo_connection, free_port, run
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -17,8 +17,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.conftest import ROOT
-from tests.support import error_lines, free_port
+from tests.support import ROOT, error_lines, free_port
 
 if TYPE_CHECKING:
     from pathlib import Path

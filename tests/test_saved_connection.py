@@ -18,8 +18,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.conftest import TEST_API_KEY
-from tests.support import error_lines, without_airflow_mask_requests
+from tests.support import TEST_API_KEY, error_lines, without_airflow_mask_requests
 
 if TYPE_CHECKING:
     from airflow_provider_nanobanana.emulator import EmulatorServer

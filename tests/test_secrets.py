@@ -16,9 +16,15 @@ from airflow_provider_nanobanana.compat import TaskDeferred
 from airflow_provider_nanobanana.exceptions import ApixoError
 from airflow_provider_nanobanana.hooks.apixo import ApixoHook, RetryPolicy
 from airflow_provider_nanobanana.operators.nanobanana import NanoBananaGenerateOperator
-from tests.conftest import AIRFLOW_HOME, TEST_API_KEY, apixo_connection
 from tests.dags import provider_dags
-from tests.support import WRONG_KEY, run, without_airflow_mask_requests
+from tests.support import (
+    AIRFLOW_HOME,
+    TEST_API_KEY,
+    WRONG_KEY,
+    apixo_connection,
+    run,
+    without_airflow_mask_requests,
+)
 
 if TYPE_CHECKING:
     from airflow_provider_nanobanana.emulator import EmulatorServer

@@ -13,8 +13,7 @@ import pytest
 import redis
 
 from airflow_provider_nanobanana.emulator import EmulatorServer, EmulatorSettings
-from tests.conftest import ROOT, TEST_API_KEY
-from tests.support import EmulatorAdmin
+from tests.support import ROOT, TEST_API_KEY, EmulatorAdmin
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

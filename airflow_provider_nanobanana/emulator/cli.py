@@ -117,7 +117,7 @@ def connection_env_line(base_url: str, api_key: str) -> str:
     return f"export AIRFLOW_CONN_APIXO_DEFAULT='{conn}'"
 
 
-def _wait_for_stop() -> None:
+def wait_for_stop() -> None:
     """Block until SIGTERM (Ctrl-C raises KeyboardInterrupt, handled by the caller)."""
     while not _stop.wait(0.5):
         pass
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(f"APIXO emulator serving at {server.base_url}", flush=True)
         print(connection_env_line(server.base_url, server.api_key), flush=True)
-        _wait_for_stop()
+        wait_for_stop()
     except KeyboardInterrupt:
         pass
     finally:

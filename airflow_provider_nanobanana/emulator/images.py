@@ -93,9 +93,9 @@ def _compose(size: tuple[int, int], *, prompt: str, aspect_ratio: str, task_id: 
     long_side = max(size)
 
     # Footer: aspect ratio and size, then the task id on a line of its own (shrunk until it fits).
-    footer = [_printable(f"{aspect_ratio}  \u00b7  {width} x {height}")]
+    footer = [printable(f"{aspect_ratio}  \u00b7  {width} x {height}")]
     if task_id:
-        footer.append(_printable(task_id))
+        footer.append(printable(task_id))
     footer_font = _fit_font(footer[-1], inner_width, start=round(long_side / 28), smallest=8)
     footer_step = _line_height(footer_font) + max(1, _font_size(footer_font) // 4)
     footer_top = bottom - footer_step * len(footer)
@@ -107,7 +107,7 @@ def _compose(size: tuple[int, int], *, prompt: str, aspect_ratio: str, task_id: 
     # Prompt: the largest size at which it fits above the rule, else the smallest size, shortened.
     area_bottom = rule_y - max(2, margin // 2)
     lines, font, step = _layout_prompt(
-        _printable(" ".join(prompt.split())),
+        printable(" ".join(prompt.split())),
         inner_width,
         area_bottom - top,
         sizes=range(round(long_side / 14), max(10, round(long_side / 30)) - 1, -2),
@@ -147,7 +147,7 @@ def _font_size(font: Font) -> int:
     return int(getattr(font, "size", 11))
 
 
-def _printable(text: str) -> str:
+def printable(text: str) -> str:
     """``text`` in characters the font can draw, so no glyph shows as an empty box.
 
     The bundled font covers ASCII and a little punctuation: accented letters lose their accents
@@ -207,14 +207,16 @@ def _layout_prompt(prompt: str, width: int, height: int, sizes: range) -> tuple[
         font = _font(size)
         gap = max(1, size // 5)
         step = _line_height(font) + gap
-        lines, shortened = _wrap(prompt, font, width, max_lines=min(MAX_PROMPT_LINES, (height + gap) // step))
+        lines, shortened = wrap_lines(
+            prompt, font, width, max_lines=min(MAX_PROMPT_LINES, (height + gap) // step)
+        )
         layout = (lines, font, step)
         if not shortened:
             break
     return layout
 
 
-def _wrap(text: str, font: Font, width: int, max_lines: int) -> tuple[list[str], bool]:
+def wrap_lines(text: str, font: Font, width: int, max_lines: int) -> tuple[list[str], bool]:
     """Word-wrap ``text`` to ``width`` pixels, and whether it was shortened to ``max_lines``.
 
     Words wider than a line are broken between characters, so long ids and URLs still show; a
@@ -263,7 +265,7 @@ def _longest_prefix(word: str, font: Font, width: int) -> int:
 
 def _with_ellipsis(line: str, font: Font, width: int) -> str:
     """``line`` plus an ellipsis, dropping trailing words (or characters) until it fits."""
-    ellipsis = _printable(ELLIPSIS)
+    ellipsis = printable(ELLIPSIS)
     while line:
         candidate = line.rstrip() + ellipsis
         if font.getlength(candidate) <= width:

@@ -14,9 +14,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.conftest import ROOT, TEST_API_KEY
 from tests.e2e.standalone import BIN, PASSWORD, Standalone, spawn, wait_until
-from tests.support import EmulatorAdmin, LocalReceiver, free_port
+from tests.support import ROOT, TEST_API_KEY, EmulatorAdmin, LocalReceiver, free_port
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -15,7 +15,7 @@ from playwright.sync_api import expect
 
 from airflow_provider_nanobanana.compat import AIRFLOW_V_3_2_PLUS
 from airflow_provider_nanobanana.get_provider_info import CONN_FIELDS, DEFAULT_BASE_URL
-from tests.conftest import ROOT, TEST_API_KEY
+from tests.support import ROOT, TEST_API_KEY
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -75,7 +75,7 @@ def test_every_example_dag_succeeds(
         "seedream-4-5",
         "veo-3-1",
     ]
-    covers = {cover["stored_path"] for _, manifest in cms.received for cover in manifest["covers"]}
+    covers = {cover["stored_path"] for _, _, manifest in cms.received for cover in manifest["covers"]}
     assert len(covers) == 3 * publish_runs
     assert_the_consumer_saw(standalone, covers)
     assert_the_image_link_is_set(standalone)

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.conftest import TEST_API_KEY
+from tests.support import TEST_API_KEY
 
 if TYPE_CHECKING:
     from tests.e2e.standalone import Standalone

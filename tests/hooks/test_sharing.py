@@ -16,8 +16,7 @@ from airflow_provider_nanobanana.hooks.clients import CLIENTS
 from airflow_provider_nanobanana.pacing import RequestPacer
 from airflow_provider_nanobanana.scheduling import PollScheduler, PollTicket
 from airflow_provider_nanobanana.sensors.nanobanana import NanoBananaTaskSensor
-from tests.conftest import TEST_API_KEY, apixo_connection
-from tests.support import FakeTaskInstance
+from tests.support import TEST_API_KEY, FakeTaskInstance, apixo_connection
 
 if TYPE_CHECKING:
     from airflow_provider_nanobanana.emulator import EmulatorServer

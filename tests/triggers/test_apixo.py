@@ -12,8 +12,7 @@ from airflow_provider_nanobanana.exceptions import ApixoConnectionNotFoundError
 from airflow_provider_nanobanana.hooks import base
 from airflow_provider_nanobanana.hooks.apixo import RetryPolicy
 from airflow_provider_nanobanana.triggers.apixo import ApixoTaskTrigger
-from tests.conftest import apixo_connection
-from tests.support import submit
+from tests.support import apixo_connection, submit
 
 if TYPE_CHECKING:
     from airflow.triggers.base import TriggerEvent
