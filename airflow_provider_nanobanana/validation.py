@@ -24,6 +24,10 @@ OUTPUT_FORMATS = ("png", "jpeg")
 MAX_PROMPT_CHARS = 5000
 MAX_IMAGE_URLS = 5
 MAX_INPUT_BYTES = 1_000_000
+CONTENT_VIOLATION_POLICIES = ("fail", "skip")
+REQUEST_FIELDS = ("prompt", "image_urls", "mode", "aspect_ratio", "output_format", "provider")
+"""What the function may return in a dict: the request. Waiting, storage and the connection are
+fixed when the DAG is parsed, so they are the decorator's arguments."""
 
 
 @dataclass(frozen=True)
@@ -275,3 +279,56 @@ def check_whole_number(field: str, value: Any, *, maximum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
         raise ApixoInputError(field, f"must be a whole number from 1 to {maximum}; got {value!r}")
     return value
+
+
+def check_waiting(
+    *,
+    deferrable: bool,
+    wait_for_completion: bool,
+    callback_base_url: str | None,
+    output_path: Any,
+    makes_images: bool,
+    model: str,
+) -> None:
+    """The generating operators' arguments that only work together, checked when the DAG is parsed."""
+    if callback_base_url and not (deferrable and wait_for_completion):
+        rule = "needs deferrable=True and wait_for_completion=True: the webhook wakes a deferred task"
+        raise ApixoInputError("callback_base_url", rule)
+    if output_path is not None and not wait_for_completion:
+        raise ApixoInputError("output_path", "needs wait_for_completion=True: nothing is stored otherwise")
+    if output_path is not None and not makes_images:
+        rule = f"stores images; {model} makes videos: store its result_urls yourself"
+        raise ApixoInputError("output_path", rule)
+
+
+def check_one_webhook(callback_base_url: str | None, callback_url: str | None) -> None:
+    """APIXO calls one URL: the task's own endpoint, or the api-server's route that wakes it."""
+    if callback_base_url and callback_url is not None:
+        raise ApixoInputError("callback_base_url", "cannot be combined with callback_url")
+
+
+def check_apixo_task_id(task_id: Any) -> str:
+    """A task id to wait for, as rendered from a template: empty or "None" means none was pushed."""
+    if not task_id or task_id == "None":
+        raise ApixoInputError(
+            "apixo_task_id", f"is empty ({task_id!r}): did the upstream task push it to XCom?"
+        )
+    return str(task_id)
+
+
+def requested_fields(returned: Any) -> dict[str, Any]:
+    """The function's return value as request fields: a prompt, or a dict of :data:`REQUEST_FIELDS`."""
+    if isinstance(returned, str):
+        return {"prompt": returned}
+    if not isinstance(returned, Mapping):
+        kind = type(returned).__name__
+        rule = f"must be a prompt (a string) or a dict of {', '.join(REQUEST_FIELDS)}; got {kind}"
+        raise ApixoInputError("the @task.nanobanana function's return value", rule)
+    unknown = sorted(set(returned) - set(REQUEST_FIELDS))
+    if unknown:
+        rule = (
+            f"may only set {', '.join(REQUEST_FIELDS)}; got {', '.join(map(str, unknown))} "
+            "(set waiting, storage and the connection as arguments of the decorator)"
+        )
+        raise ApixoInputError("the @task.nanobanana function's return value", rule)
+    return dict(returned)

@@ -11,8 +11,8 @@ from airflow.models.taskinstance import TaskInstance
 from airflow.utils.session import create_session
 from sqlalchemy import select
 
-from airflow_provider_nanobanana.decorators.nanobanana import REQUEST_FIELDS, requested_fields
 from airflow_provider_nanobanana.exceptions import ApixoInputError
+from airflow_provider_nanobanana.validation import REQUEST_FIELDS, requested_fields
 from tests.dags import provider_dags
 from tests.support import run
 

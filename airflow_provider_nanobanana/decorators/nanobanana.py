@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk.bases.decorator import DecoratedOperator, task_decorator_factory
 from airflow.sdk.definitions._internal.types import SET_DURING_EXECUTION
 
 from airflow_provider_nanobanana.compat import context_merge, determine_kwargs, own_xcom
-from airflow_provider_nanobanana.exceptions import ApixoInputError
 from airflow_provider_nanobanana.operators.nanobanana import NanoBananaGenerateOperator
+from airflow_provider_nanobanana.validation import requested_fields
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Collection, Mapping, Sequence
+
     from airflow.sdk import Context
     from airflow.sdk.bases.decorator import TaskDecorator
-
-REQUEST_FIELDS = ("prompt", "image_urls", "mode", "aspect_ratio", "output_format", "provider")
-"""What the function may return in a dict: the request. Waiting, storage and the connection are
-fixed when the DAG is parsed, so they are the decorator's arguments."""
 
 XCOM_REQUEST_KEY = "nanobanana_request"
 
@@ -73,24 +70,6 @@ class _NanoBananaDecoratedOperator(DecoratedOperator, NanoBananaGenerateOperator
     def _apply(self, request: Mapping[str, Any]) -> None:
         for name, value in request.items():
             setattr(self, name, value)
-
-
-def requested_fields(returned: Any) -> dict[str, Any]:
-    """The function's return value as request fields: a prompt, or a dict of :data:`REQUEST_FIELDS`."""
-    if isinstance(returned, str):
-        return {"prompt": returned}
-    if not isinstance(returned, Mapping):
-        kind = type(returned).__name__
-        rule = f"must be a prompt (a string) or a dict of {', '.join(REQUEST_FIELDS)}; got {kind}"
-        raise ApixoInputError("the @task.nanobanana function's return value", rule)
-    unknown = sorted(set(returned) - set(REQUEST_FIELDS))
-    if unknown:
-        rule = (
-            f"may only set {', '.join(REQUEST_FIELDS)}; got {', '.join(map(str, unknown))} "
-            "(set waiting, storage and the connection as arguments of the decorator)"
-        )
-        raise ApixoInputError("the @task.nanobanana function's return value", rule)
-    return dict(returned)
 
 
 def nanobanana_task(

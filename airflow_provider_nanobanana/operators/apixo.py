@@ -22,7 +22,7 @@ from airflow_provider_nanobanana.callbacks import (
 )
 from airflow_provider_nanobanana.compat import AirflowSkipException, own_xcom, resumes_an_earlier_try
 from airflow_provider_nanobanana.downloads import DEFAULT_MAX_IMAGE_BYTES
-from airflow_provider_nanobanana.exceptions import ApixoError, ApixoInputError, ApixoTaskRejectedError
+from airflow_provider_nanobanana.exceptions import ApixoError, ApixoTaskRejectedError
 from airflow_provider_nanobanana.hooks.apixo import ApixoHook
 from airflow_provider_nanobanana.links import GeneratedImageLink, remember_image_link
 from airflow_provider_nanobanana.polling import (
@@ -43,13 +43,17 @@ from airflow_provider_nanobanana.reattach import (
 from airflow_provider_nanobanana.storage import prepared_location, store_results
 from airflow_provider_nanobanana.triggers.apixo import ApixoTaskTrigger
 from airflow_provider_nanobanana.validation import (
+    CONTENT_VIOLATION_POLICIES,
     SubmittableRequest,
     TaskRequest,
     check_callback_base_url,
+    check_choice,
     check_error_budget,
     check_max_image_bytes,
     check_model_id,
+    check_one_webhook,
     check_seconds,
+    check_waiting,
 )
 
 if TYPE_CHECKING:
@@ -58,7 +62,6 @@ if TYPE_CHECKING:
     from airflow.sdk import Context, ObjectStoragePath
 
 XCOM_TASK_ID_KEY = "apixo_task_id"
-CONTENT_VIOLATION_POLICIES = ("fail", "skip")
 
 
 class ApixoGenerateOperator(BaseOperator):
@@ -158,9 +161,15 @@ class ApixoGenerateOperator(BaseOperator):
         self.input = input
         self.provider = provider
         self.callback_url = callback_url
-        if callback_base_url and not (deferrable and wait_for_completion):
-            rule = "needs deferrable=True and wait_for_completion=True: the webhook wakes a deferred task"
-            raise ApixoInputError("callback_base_url", rule)
+        cadence = wait_cadence(self.model)
+        check_waiting(
+            deferrable=deferrable,
+            wait_for_completion=wait_for_completion,
+            callback_base_url=callback_base_url,
+            output_path=output_path,
+            makes_images=cadence is not VIDEO,
+            model=self.model,
+        )
         self.callback_base_url = callback_base_url
         self.callback_poll_interval = check_seconds(
             "callback_poll_interval", callback_poll_interval, minimum=1
@@ -169,7 +178,6 @@ class ApixoGenerateOperator(BaseOperator):
         self.apixo_conn_id = apixo_conn_id
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
-        cadence = wait_cadence(self.model)
         self.poll_interval = check_seconds(
             "poll_interval", cadence.poll_interval if poll_interval is None else poll_interval, minimum=0.1
         )
@@ -179,19 +187,11 @@ class ApixoGenerateOperator(BaseOperator):
         self.timeout = check_seconds("timeout", cadence.timeout if timeout is None else timeout, minimum=1)
         self.max_consecutive_errors = check_error_budget(max_consecutive_errors)
         self.reattach = reattach
-        if output_path is not None and not wait_for_completion:
-            raise ApixoInputError(
-                "output_path", "needs wait_for_completion=True: nothing is stored otherwise"
-            )
-        if output_path is not None and cadence is VIDEO:
-            rule = f"stores images; {self.model} makes videos: store its result_urls yourself"
-            raise ApixoInputError("output_path", rule)
         self.output_path = output_path
         self.max_image_bytes = check_max_image_bytes(max_image_bytes)
-        if on_content_violation not in CONTENT_VIOLATION_POLICIES:
-            rule = f"must be one of {', '.join(CONTENT_VIOLATION_POLICIES)}; got {on_content_violation!r}"
-            raise ApixoInputError("on_content_violation", rule)
-        self.on_content_violation = on_content_violation
+        self.on_content_violation = check_choice(
+            "on_content_violation", on_content_violation, CONTENT_VIOLATION_POLICIES
+        )
 
     @cached_property
     def hook(self) -> ApixoHook:
@@ -340,9 +340,8 @@ class ApixoGenerateOperator(BaseOperator):
 
     def _callback_base_url(self, request: SubmittableRequest) -> str | None:
         """Where this try's webhook goes, if APIXO's webhook is to wake the deferred task."""
+        check_one_webhook(self.callback_base_url, request.callback_url)
         if request.callback_url is not None:  # APIXO calls the user's own endpoint instead
-            if self.callback_base_url:
-                raise ApixoInputError("callback_base_url", "cannot be combined with callback_url")
             return None
         if not (self.deferrable and self.wait_for_completion) or self.request_type == "async":
             return None

@@ -13,7 +13,7 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from airflow_provider_nanobanana.compat import AirflowSensorTimeout, resumes_an_earlier_try
 from airflow_provider_nanobanana.downloads import DEFAULT_MAX_IMAGE_BYTES
-from airflow_provider_nanobanana.exceptions import ApixoError, ApixoInputError, ApixoWaitTimeoutError
+from airflow_provider_nanobanana.exceptions import ApixoError, ApixoWaitTimeoutError
 from airflow_provider_nanobanana.hooks.apixo import ApixoHook
 from airflow_provider_nanobanana.links import GeneratedImageLink, remember_image_link
 from airflow_provider_nanobanana.polling import (
@@ -25,7 +25,12 @@ from airflow_provider_nanobanana.polling import (
 )
 from airflow_provider_nanobanana.storage import prepared_location, store_results
 from airflow_provider_nanobanana.triggers.apixo import ApixoTaskTrigger
-from airflow_provider_nanobanana.validation import check_error_budget, check_max_image_bytes, check_model_id
+from airflow_provider_nanobanana.validation import (
+    check_apixo_task_id,
+    check_error_budget,
+    check_max_image_bytes,
+    check_model_id,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -97,9 +102,7 @@ class ApixoTaskSensor(BaseSensorOperator):
 
     def execute(self, context: Context) -> Any:
         check_model_id(self.model)
-        if not self.apixo_task_id or self.apixo_task_id == "None":
-            rule = f"is empty ({self.apixo_task_id!r}): did the upstream task push it to XCom?"
-            raise ApixoInputError("apixo_task_id", rule)
+        check_apixo_task_id(self.apixo_task_id)
         if self.output_path is not None:
             prepared_location(self.output_path)
         if not self.deferrable:
