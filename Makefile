@@ -61,9 +61,10 @@ test-older-airflows: install
 	set -e; for pinned in $(OLDER_AIRFLOWS); do \
 		version=$${pinned%@*}; venv=.venv-airflow-$$version; \
 		[ $$venv/.installed -nt pyproject.toml ] || { \
-			$(BIN)/uv venv --quiet --python $(BIN)/python $$venv && \
+			$(BIN)/uv venv --clear --quiet --python $(BIN)/python $$venv; \
 			$(BIN)/uv pip install --quiet --python $$venv/bin/python --exclude-newer $${pinned#*@} \
-				"apache-airflow==$$version" -e '.[test]' && touch $$venv/.installed; }; \
+				"apache-airflow==$$version" -e '.[test]'; \
+			touch $$venv/.installed; }; \
 		echo "== Airflow $$version: installing the provider into it leaves its Airflow alone"; \
 		if $(BIN)/uv pip install --dry-run --python $$venv/bin/python . 2>&1 \
 			| grep -E '^ [-+] apache-airflow(-core|-task-sdk)?=='; then exit 1; fi; \

@@ -1,8 +1,8 @@
 """APIXO's task API as it is on the wire: paths, envelopes, request bodies, task states, fail codes.
 
 The one module that knows names such as ``/statusTask``, ``taskId`` or ``resultJson``, and what a
-status or a fail code means. The hook moves these shapes over HTTP, the plugin reads the webhook's
-with them, and the rules for what a caller may ask live in :mod:`.validation`.
+status or a fail code means. The hook moves these shapes over HTTP, :func:`.callbacks.check_call`
+reads the webhook's with them, and the rules for what a caller may ask live in :mod:`.validation`.
 """
 
 from __future__ import annotations
@@ -238,6 +238,6 @@ def webhook_task_id(body: bytes) -> str | None:
         payload: Any = json.loads(body)
     except ValueError:
         return None
-    data = Envelope.parse(payload).data
+    data = payload.get("data") if isinstance(payload, Mapping) else None  # whatever its ``code``
     task_id = data.get("taskId") if isinstance(data, Mapping) else None
     return task_id if isinstance(task_id, str) else None

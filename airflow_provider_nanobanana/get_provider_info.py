@@ -3,7 +3,7 @@
 The connection form of the Airflow 3.2+ UI is built only from ``conn-fields`` and
 ``ui-field-behaviour`` here; the hook derives the older versions' form from them. Airflow imports
 this module while it loads providers, so it imports nothing from the package but its version (a
-test checks the literals against ``api`` and ``validation``).
+test checks the literals against ``api``, ``pacing`` and ``hooks.settings``).
 """
 
 from __future__ import annotations

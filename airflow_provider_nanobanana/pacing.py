@@ -214,7 +214,7 @@ def pacer_for(config: PacerConfig) -> RequestPacer:
 
 
 def pacer_configs() -> list[PacerConfig]:
-    """The keys this process paces (their fingerprints and budgets, never the keys)."""
+    """What this process paces: each key's fingerprint and budget, never an API key."""
     with _pacers_lock:
         return list(_pacers)
 

@@ -1,6 +1,7 @@
 """ApixoHook: APIXO's task API as calls: submit a task for any model, read its status, wait for it.
 
-The transport, retries and the connection are :class:`~.base.ApixoBaseHook`'s; the shapes of the
+The connection and the shared client are :class:`~.base.ApixoBaseHook`'s, retries
+:class:`~.transport.Transport`'s; the shapes of the
 requests and answers are :mod:`...api`'s; waits read in the order that :mod:`...scheduling` plans
 from what finished tasks took, and end by the rules of :mod:`...polling`.
 """
@@ -34,6 +35,7 @@ from airflow_provider_nanobanana.exceptions import (
 )
 from airflow_provider_nanobanana.hooks import connection_form
 from airflow_provider_nanobanana.hooks.base import ApixoBaseHook
+from airflow_provider_nanobanana.hooks.settings import ConnectionSettings
 from airflow_provider_nanobanana.hooks.transport import RetryPolicy
 from airflow_provider_nanobanana.polling import (
     DEFAULT_MAX_CONSECUTIVE_ERRORS,
@@ -47,7 +49,7 @@ from airflow_provider_nanobanana.validation import check_choice, check_model_id
 if TYPE_CHECKING:
     from collections.abc import Coroutine, Mapping
 
-__all__ = ["ApixoHook", "RetryPolicy"]
+__all__ = ["ApixoHook", "ConnectionSettings", "RetryPolicy"]
 
 
 class ApixoHook(ApixoBaseHook):

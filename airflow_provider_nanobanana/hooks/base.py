@@ -51,7 +51,6 @@ class ApixoBaseHook(BaseHook):
         self._shared: SyncClient | None = None
         self._ashared: AsyncClient | None = None
         self._ashared_loop: asyncio.AbstractEventLoop | None = None
-        self._transport: Transport | None = None
 
     def get_conn(self) -> httpx.Client:
         """The process's sync client for this connection's key, leased on first use."""
@@ -123,10 +122,8 @@ class ApixoBaseHook(BaseHook):
 
     @property
     def transport(self) -> Transport:
-        """How this hook's requests go out; needs the settings, so looked up after them."""
-        if self._transport is None:
-            self._transport = Transport(self.apixo_conn_id, self.retry_policy, self.pacer, self.log)
-        return self._transport
+        """How this hook's requests go out, with its retry policy as it is now."""
+        return Transport(self.apixo_conn_id, self.retry_policy, self.pacer, self.log)
 
     def _call(self, method: str, path: str, *, what: str, **kwargs: Any) -> Any:
         """A blocking request on the process's client (see :meth:`.Transport.request`)."""

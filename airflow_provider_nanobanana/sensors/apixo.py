@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 
 # Where a rescheduled sensor keeps its run of failed reads between pokes; renaming it resets the runs.
 ERRORS_KEY = "apixo_poll_errors"
+# What Airflow shows and checks before ``model`` is rendered; execute reads at the model's cadence.
+UNRENDERED_POKE_INTERVAL = 3.0
 
 
 class ApixoTaskSensor(BaseSensorOperator):
@@ -62,7 +64,7 @@ class ApixoTaskSensor(BaseSensorOperator):
     :param apixo_conn_id: the ``apixo`` connection.
     :param deferrable: wait in the triggerer (default); otherwise ``mode`` (poke/reschedule) applies.
     :param poke_interval: seconds between status reads (default: the model's, from
-        :data:`~airflow_provider_nanobanana.polling.MODEL_CADENCES`).
+        :data:`~airflow_provider_nanobanana.polling.MODEL_CADENCES`, once ``model`` is rendered).
     :param max_consecutive_errors: failed status reads in a row that end the wait.
     :param output_path: where to store the result images, as in the operator. Templated.
     :param max_image_bytes: a result image larger than this fails the download (default 100 MiB).
@@ -85,9 +87,11 @@ class ApixoTaskSensor(BaseSensorOperator):
         max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
         **kwargs: Any,
     ) -> None:
-        if poke_interval is None:
-            poke_interval = wait_cadence(model).poll_interval
-        super().__init__(poke_interval=poke_interval, **kwargs)
+        super().__init__(
+            poke_interval=UNRENDERED_POKE_INTERVAL if poke_interval is None else poke_interval, **kwargs
+        )
+        # ``model`` may be a template or an XComArg until execute: the model's cadence is set there.
+        self.reads_at_the_models_cadence = poke_interval is None
         self.apixo_task_id = apixo_task_id
         self.model = model
         self.apixo_conn_id = apixo_conn_id
@@ -102,6 +106,8 @@ class ApixoTaskSensor(BaseSensorOperator):
 
     def execute(self, context: Context) -> Any:
         check_model_id(self.model)
+        if self.reads_at_the_models_cadence:
+            self.poke_interval = wait_cadence(self.model).poll_interval
         check_apixo_task_id(self.apixo_task_id)
         if self.output_path is not None:
             prepared_location(self.output_path)

@@ -10,8 +10,8 @@ from airflow_provider_nanobanana.sensors.apixo import ApixoTaskSensor
 
 class NanoBananaTaskSensor(ApixoTaskSensor):
     """The typed front of :class:`~airflow_provider_nanobanana.sensors.apixo.ApixoTaskSensor` for
-    ``nano-banana``: polls every 3 s by default. It still takes another ``model`` (as it always has);
-    ``ApixoTaskSensor`` says so more plainly.
+    ``nano-banana`` (read every 3 s by default). It still takes another ``model``, as it always has,
+    and then reads at that model's cadence; ``ApixoTaskSensor`` says so more plainly.
 
     :param model: the model the task was created with (default ``nano-banana``). Templated.
     """

@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 from airflow_provider_nanobanana.api import NANO_BANANA
-from airflow_provider_nanobanana.polling import wait_cadence
 from airflow_provider_nanobanana.triggers.apixo import ApixoTaskTrigger
 
 
@@ -20,7 +19,7 @@ class NanoBananaTaskTrigger(ApixoTaskTrigger):
         self,
         *,
         model: str = NANO_BANANA,
-        poll_interval: float = wait_cadence(NANO_BANANA).poll_interval,
+        poll_interval: float = 3.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(model=model, poll_interval=poll_interval, **kwargs)
