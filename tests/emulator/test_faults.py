@@ -110,8 +110,8 @@ def test_a_model_takes_its_own_generation_time_and_others_the_default(
     api: httpx.Client, admin: EmulatorAdmin, raw: httpx.Client
 ) -> None:
     admin.configure(model_generation_seconds={VIDEO: 2.0})  # far beyond the image: a busy CI
+    submitted = time.monotonic()  # before the request: the emulator starts its clock on receipt
     video = post_task(api, video_body(), model=VIDEO)
-    submitted = time.monotonic()
     image = post_task(api, t2i_body(), model="flux-2")
 
     assert wait_terminal(api, image, model="flux-2")["costTime"] == round(GENERATION * 1000)
