@@ -67,8 +67,10 @@ def token_matches(token: str, expected_sha256: str) -> bool:
     return hmac.compare_digest(token_sha256(token), expected_sha256)
 
 
-def check_call(classpath: str, trigger_kwargs: Mapping[str, Any], token: str, body: bytes) -> tuple[int, str]:
-    """Whether a call may wake the task deferred on this trigger: (HTTP status, why); 200 "wake" if so.
+def check_call(
+    classpath: str, trigger_kwargs: Mapping[str, Any], token: str, body: bytes
+) -> tuple[int, str] | None:
+    """Whether a call may wake the task deferred on this trigger: None if so, else (HTTP status, why).
 
     The kwargs are read by the trigger's parameter names, which its serialized form fixes for good.
     Only the token proves the call; of the payload, only the task id it names is read.
@@ -82,7 +84,7 @@ def check_call(classpath: str, trigger_kwargs: Mapping[str, Any], token: str, bo
     if named != waited_for:
         log.warning("APIXO callback with a valid token names task %r, not %r: ignored", named, waited_for)
         return 200, "ignored"
-    return 200, "wake"
+    return None
 
 
 def wake_event(try_number: int) -> dict[str, Any]:

@@ -94,9 +94,8 @@ def wake(ti_id: str, token: str, body: bytes) -> tuple[int, str]:
             return 200, "ignored"
         if ti.trigger is None:
             return 200, "ignored"
-        status, detail = check_call(ti.trigger.classpath, ti.trigger.kwargs, token, body)
-        if detail != "wake":
-            return status, detail
+        if refused := check_call(ti.trigger.classpath, ti.trigger.kwargs, token, body):
+            return refused
         if datetime.now(UTC) - ti.trigger.created_date < DEFERRAL_SETTLING:
             return 503, "not ready: call again"
         handle_event_submit(TriggerEvent(wake_event(ti.try_number)), task_instance=ti, session=session)
