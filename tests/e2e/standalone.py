@@ -262,7 +262,12 @@ class Standalone:
         self.unpause(dag_id)
         now = datetime.now(UTC).isoformat()
         run = self._json("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": now, "conf": conf})
-        return str(run["dag_run_id"])
+        run_id = str(run["dag_run_id"])
+        # Airflow 3.0.6's api-server may answer the POST before its session commits: a read right
+        # after it can find no such run. Wait until it can be read, as later reads assume.
+        path = f"/dags/{dag_id}/dagRuns/{run_id}"
+        wait_until(f"run {run_id} to be readable", lambda: self.api.get(path).is_success, 30, interval=0.2)
+        return run_id
 
     def runs(self, dag_id: str) -> list[dict[str, Any]]:
         return list(self._json("GET", f"/dags/{dag_id}/dagRuns")["dag_runs"])
