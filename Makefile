@@ -9,9 +9,9 @@ STAMP := $(VENV)/.installed
 # Airflow CLI start-up is dominated by imports: ship compiled bytecode.
 export UV_COMPILE_BYTECODE := 1
 
-# Debian packages that some tests start (a real redis-server, headless chromium): installed when run
-# as root, else those tests skip and say why.
-SYSTEM_PACKAGES := redis-server chromium
+# Debian packages that some tests start (a real redis-server, headless chromium, a PostgreSQL cluster),
+# each as PACKAGE:PROGRAM it provides: installed when run as root, else those tests skip and say why.
+SYSTEM_PACKAGES := redis-server:redis-server chromium:chromium postgresql:pg_ctlcluster
 
 # The older Airflow 3 minors users run, each the latest patch, with its dependencies as of a date
 # after its release (Airflow's constraints files are out of reach here): VERSION@DATE.
@@ -27,12 +27,12 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv
-	$(BIN)/python -m uv pip install --quiet --python $(BIN)/python -e '.[test]'
+	$(BIN)/python -m uv pip install --quiet --python $(BIN)/python -e '.[test,topology]'
 	touch $@
 
 system-deps:
-	@missing=""; for package in $(SYSTEM_PACKAGES); do \
-		command -v $$package >/dev/null || missing="$$missing $$package"; done; \
+	@missing=""; for pair in $(SYSTEM_PACKAGES); do \
+		command -v $${pair#*:} >/dev/null || missing="$$missing $${pair%%:*}"; done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		echo "installing$$missing"; \
@@ -71,7 +71,7 @@ test-older-airflows: install
 	done
 	@echo "== Airflow $(OLDER_VERSIONS): unit and DAG tests, at once"
 	@failed=""; pids=""; for version in $(OLDER_VERSIONS); do \
-		.venv-airflow-$$version/bin/pytest -m "not e2e" --deselect tests/test_first_run.py \
+		.venv-airflow-$$version/bin/pytest -m "not e2e and not topology" --deselect tests/test_first_run.py \
 			>.venv-airflow-$$version/pytest.log 2>&1 & pids="$$pids $$!:$$version"; done; \
 	for job in $$pids; do wait $${job%:*} || failed="$$failed $${job#*:}"; done; \
 	for version in $(OLDER_VERSIONS); do \

@@ -4,8 +4,9 @@ Airflow reads its configuration at import, so the environment is set before anyt
 Two DAG bundles are configured: the shipped ``example_dags/`` and the tests' own ``tests/dags/``.
 Proxy variables are cleared first: the hook's clients honour them, and loopback must stay loopback.
 
-Markers: ``dag`` (a real Airflow on SQLite: ``dag.test()``), ``e2e`` (``airflow standalone``); every
-other test is marked ``unit`` at collection, so ``pytest -m unit`` is the quick in-process set.
+Markers: ``dag`` (a real Airflow on SQLite: ``dag.test()``), ``e2e`` (``airflow standalone``), ``topology``
+(CeleryExecutor on Postgres and Redis); every other test is marked ``unit`` at collection, so
+``pytest -m unit`` is the quick in-process set.
 """
 
 from __future__ import annotations
@@ -14,11 +15,9 @@ import dataclasses
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -65,7 +64,14 @@ _configure_airflow()
 from airflow_provider_nanobanana import pacing  # noqa: E402
 from airflow_provider_nanobanana.emulator import EmulatorServer, EmulatorSettings  # noqa: E402
 from airflow_provider_nanobanana.hooks.apixo import ApixoHook, RetryPolicy  # noqa: E402
-from tests.support import AIRFLOW_HOME, FAST, TEST_API_KEY, EmulatorAdmin, apixo_connection  # noqa: E402
+from tests.support import (  # noqa: E402
+    AIRFLOW_HOME,
+    FAST,
+    TEST_API_KEY,
+    EmulatorAdmin,
+    apixo_connection,
+    redis_server,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -130,28 +136,8 @@ def fresh_request_budgets() -> None:
 @pytest.fixture
 def redis_url() -> Iterator[str]:
     """A real redis-server on a free loopback port, stopped afterwards."""
-    server = shutil.which("redis-server")
-    if server is None:
-        pytest.skip("redis-server is not installed (make test installs it when run as root)")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    args = [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("redis-server did not start") from None
-                time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    with redis_server() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -169,7 +155,7 @@ AIRFLOW_TEST_TIMEOUT = 1200
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if not any(item.get_closest_marker(name) for name in ("dag", "e2e")):
+        if not any(item.get_closest_marker(name) for name in ("dag", "e2e", "topology")):
             item.add_marker(pytest.mark.unit)
         elif not item.get_closest_marker("timeout"):
             item.add_marker(pytest.mark.timeout(AIRFLOW_TEST_TIMEOUT))

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import glob
 import io
 import json
 import os
 import re
+import shutil
 import socket
+import subprocess
+import tempfile
 import threading
 import time
 import uuid
@@ -26,6 +31,7 @@ from airflow_provider_nanobanana.compat import AIRFLOW_V_3_1_PLUS
 from airflow_provider_nanobanana.hooks.apixo import ApixoHook, RetryPolicy
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from types import TracebackType
 
     from airflow.sdk import DAG
@@ -75,6 +81,84 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _wait_for_port(port: int, process: subprocess.Popen[bytes], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError(f"{what} did not start") from None
+            time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[str]:
+    """A real redis-server on a free loopback port, without persistence; its URL. Skips without one."""
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.skip("redis-server is not installed (make test installs it when run as root)")
+    port = free_port()
+    args = [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL)
+    try:
+        _wait_for_port(port, process, "redis-server")
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def _postgres_bin(name: str) -> str | None:
+    """A PostgreSQL server program: on PATH, or where Debian's ``postgresql`` puts it."""
+    found = shutil.which(name) or next(
+        iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))[-1:]), None
+    )
+    return found
+
+
+@contextlib.contextmanager
+def postgres_cluster() -> Iterator[str]:
+    """A throwaway PostgreSQL cluster in a temp folder on a free loopback port; its SQLAlchemy URL.
+
+    Trust auth on loopback and no fsync: a test database, not a durable one. PostgreSQL refuses to
+    run as root, so as root the cluster belongs to Debian's ``postgres`` user. Skips without one.
+    """
+    initdb, postgres, pg_ctl = (_postgres_bin(name) for name in ("initdb", "postgres", "pg_ctl"))
+    if initdb is None or postgres is None or pg_ctl is None:
+        pytest.skip("PostgreSQL is not installed (make test installs Debian's postgresql when run as root)")
+    as_owner = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="nanobanana-postgres-") as folder:
+        data = Path(folder) / "data"
+        data.mkdir()
+        if as_owner:
+            shutil.chown(folder, "postgres")
+            shutil.chown(data, "postgres")
+        init = [initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8"]
+        subprocess.run([*as_owner, *init], check=True, capture_output=True, timeout=120)
+        settings = {
+            "listen_addresses": "127.0.0.1",
+            "unix_socket_directories": folder,
+            "max_connections": "300",
+            "fsync": "off",
+            "synchronous_commit": "off",
+            "full_page_writes": "off",
+        }
+        options = [arg for name, value in settings.items() for arg in ("-c", f"{name}={value}")]
+        with (Path(folder) / "postgres.log").open("ab") as log:
+            args = [*as_owner, postgres, "-D", str(data), "-p", str(port), *options]
+            process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            _wait_for_port(port, process, "postgres")
+            yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres"
+        finally:
+            stop = [*as_owner, pg_ctl, "stop", "-D", str(data), "--mode=fast", "--wait"]
+            subprocess.run(stop, capture_output=True, timeout=60)
+            process.wait(timeout=30)
 
 
 # Quick retries for tests that do not test the production settings.

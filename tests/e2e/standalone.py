@@ -276,6 +276,13 @@ class Standalone:
         answer = self._json("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
         return {ti["task_id"]: ti["state"] for ti in answer["task_instances"]}
 
+    def task_instances(self, dag_id: str, run_id: str, task_id: str) -> list[dict[str, Any]]:
+        """Every task instance of a (mapped) task in a run, in map index order."""
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances"
+        answer = self._json("GET", path, params={"limit": 1000})
+        found = [ti for ti in answer["task_instances"] if ti["task_id"] == task_id]
+        return sorted(found, key=lambda ti: int(ti["map_index"]))
+
     def run_state(self, dag_id: str, run_id: str) -> str:
         return str(self._json("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"])
 
@@ -298,14 +305,16 @@ class Standalone:
 
         return wait_until(f"{dag_id}.{task_id} deferred on a triggerer", assigned, timeout=120)
 
-    def xcom_or_none(self, dag_id: str, run_id: str, task_id: str, key: str) -> Any:
+    def xcom_or_none(self, dag_id: str, run_id: str, task_id: str, key: str, map_index: int = -1) -> Any:
         path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}"
-        answer = self.api.get(path, params={"deserialize": True})
+        answer = self.api.get(path, params={"deserialize": True, "map_index": map_index})
         return answer.json()["value"] if answer.status_code == 200 else None
 
-    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
+    def xcom(
+        self, dag_id: str, run_id: str, task_id: str, key: str = "return_value", map_index: int = -1
+    ) -> Any:
         path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}"
-        return self._json("GET", path, params={"deserialize": True})["value"]
+        return self._json("GET", path, params={"deserialize": True, "map_index": map_index})["value"]
 
     def extra_links(self, dag_id: str, run_id: str, task_id: str) -> dict[str, str | None]:
         """The links the UI shows on the task instance's page, by name."""
