@@ -4,6 +4,11 @@ APIXO allows 10,000 requests per rolling minute per key. A request beyond the bu
 instead of being sent into a 429, and a 429 (or any ``Retry-After``) pauses every request of the key,
 not only the one that met it. Waiters are served in arrival order, so no caller starves.
 
+The budget is what the provider was told; APIXO's 429s say what it really gets when others spend
+the key too (other processes, another deployment, another service). The pacer adapts as TCP does:
+each 429 halves the rate it allows (once per moment of congestion), and while answers come back it
+raises the rate by a tenth of the rate that met the 429 each minute, up to the budget.
+
 The budget is a moving window kept by the ``limits`` library, chosen over ``aiolimiter`` because it
 counts exactly what the API counts (requests in any 60 s), serves sync and async callers with one
 algorithm, and keeps the same window in Redis when several processes (triggerers, workers) spend one
@@ -44,6 +49,16 @@ STORAGE_WARNING_SECONDS = 60.0
 BURST = 10
 """Requests a second that may always go back to back (within the minute's budget)."""
 _MIN_WAIT = 0.001
+DECREASE_FACTOR = 0.5
+"""A 429 multiplies the allowed rate by this."""
+DECREASE_HOLD_SECONDS = 2.0
+"""429s within this long of a decrease answer requests sent before it: they do not lower it again."""
+RECOVERY_PER_MINUTE = 0.1
+"""While answers come back, the rate rises each minute by this share of the rate that met the 429."""
+MIN_REQUESTS_PER_MINUTE = 6.0
+"""However often APIXO answers 429, a key is still tried every 10 s."""
+RATE_LOG_SECONDS = 60.0
+"""How often a change of the allowed rate is logged, at most."""
 
 
 def key_fingerprint(base_url: str, api_key: str) -> str:
@@ -91,6 +106,12 @@ class RequestPacer:
         self._asleep = asleep
         self._paused_until = 0.0
         self._storage_warned_until = 0.0
+        self._rate = float(rpm)
+        self._rate_at_429 = float(rpm)
+        self._held_until = 0.0
+        self._last_answer = 0.0
+        self._next_send = 0.0
+        self._rate_logged_until = 0.0
         self._thread_turn = threading.Lock()
         self._limiter = strategies.MovingWindowRateLimiter(_sync_storage(config.storage_uri))
         self._async_parts: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _AsyncParts] = (
@@ -99,16 +120,62 @@ class RequestPacer:
 
     @property
     def spacing(self) -> float:
-        """The even gap between requests that spends the budget at its pace: 60 s / budget."""
-        return 60.0 / self.config.requests_per_minute
+        """The even gap between requests that spends the allowed rate at its pace: 60 s / rate."""
+        return 60.0 / self._rate
+
+    @property
+    def rate(self) -> float:
+        """Requests a minute this key may spend now: the budget, or less while APIXO answers 429."""
+        return self._rate
 
     def pause(self, seconds: float | None) -> None:
         """APIXO said slow down: hold every request of this key for ``seconds`` (default 1 s)."""
+        if wait := self._hold_all(seconds):
+            log.warning("APIXO asked to slow down: pausing requests of this key for %.1f s", wait)
+
+    def _hold_all(self, seconds: float | None) -> float:
+        """Pause the key; how long for, or 0 when an earlier pause already lasts longer."""
         wait = min(MAX_PAUSE_SECONDS, DEFAULT_PAUSE_SECONDS if seconds is None else seconds)
         until = self._clock() + wait
-        if until > self._paused_until:
-            self._paused_until = until
-            log.warning("APIXO asked to slow down: pausing requests of this key for %.1f s", wait)
+        if until <= self._paused_until:
+            return 0.0
+        self._paused_until = until
+        return wait
+
+    def rate_limited(self, retry_after: float | None) -> None:
+        """APIXO answered 429: pause the key, and halve the rate it allows (the multiplicative decrease)."""
+        self._hold_all(retry_after)
+        now = self._clock()
+        if now < self._held_until:
+            return
+        self._rate_at_429 = self._rate
+        self._rate = max(MIN_REQUESTS_PER_MINUTE, self._rate * DECREASE_FACTOR)
+        self._held_until = self._last_answer = now + DECREASE_HOLD_SECONDS
+        self._log_rate(now)
+
+    def answered(self) -> None:
+        """A request was answered, not with 429: raise the allowed rate a little (the additive increase)."""
+        budget = self.config.requests_per_minute
+        if self._rate >= budget:
+            return
+        now = self._clock()
+        busy = min(max(0.0, now - self._last_answer), 60.0 / self._rate)  # an idle key earns nothing
+        self._last_answer = now
+        step = max(1.0, RECOVERY_PER_MINUTE * self._rate_at_429)
+        self._rate = min(float(budget), self._rate + step * busy / 60.0)
+        if self._rate >= budget:
+            self._rate_logged_until = 0.0
+        self._log_rate(now)
+
+    def _log_rate(self, now: float) -> None:
+        if now < self._rate_logged_until:
+            return
+        self._rate_logged_until = now + RATE_LOG_SECONDS
+        budget = self.config.requests_per_minute
+        if self._rate >= budget:
+            log.info("APIXO key no longer limited: pacing at its budget of %d/min", budget)
+        else:
+            log.warning("APIXO key limited by APIXO: pacing at %d/min (budget %d/min)", self._rate, budget)
 
     def acquire(self) -> None:
         """Block until one request may be sent (for the worker's sync calls)."""
@@ -125,8 +192,8 @@ class RequestPacer:
 
     def _take(self) -> float:
         """Take one request from the budget; 0 when taken, else how long to wait before trying again."""
-        if (paused := self._paused_left()) > 0:
-            return paused
+        if (held := self._held_left()) > 0:
+            return held
         try:
             for item in self._items:
                 if not self._limiter.hit(item, self.config.fingerprint):
@@ -134,10 +201,18 @@ class RequestPacer:
                     return self._until_free(stats.reset_time)
         except StorageError as error:
             return self._storage_failed(error)
+        self._sent()
         return 0.0
 
-    def _paused_left(self) -> float:
-        return self._paused_until - self._clock()
+    def _held_left(self) -> float:
+        """How long the key is still paused, or until its next turn at the learned rate."""
+        now = self._clock()
+        return max(self._paused_until - now, self._next_send - now)
+
+    def _sent(self) -> None:
+        """Below the budget, requests go out evenly at the learned rate."""
+        if self._rate < self.config.requests_per_minute:
+            self._next_send = self._clock() + 60.0 / self._rate
 
     def _until_free(self, reset_time: float) -> float:
         return max(_MIN_WAIT, reset_time - self._clock())
@@ -172,8 +247,8 @@ class _AsyncParts:
         pacer = self.pacer
         if self._limiter is None:  # in memory: the sync limiter never blocks
             return pacer._take()
-        if (paused := pacer._paused_left()) > 0:
-            return paused
+        if (held := pacer._held_left()) > 0:
+            return held
         try:
             for item in pacer._items:
                 if not await self._limiter.hit(item, pacer.config.fingerprint):
@@ -181,6 +256,7 @@ class _AsyncParts:
                     return pacer._until_free(stats.reset_time)
         except StorageError as error:
             return pacer._storage_failed(error)
+        pacer._sent()
         return 0.0
 
 

@@ -22,6 +22,7 @@ from airflow_provider_nanobanana.exceptions import (
     ApixoError,
     ApixoMalformedResponseError,
     ApixoNotFoundError,
+    ApixoRateLimitError,
     ApixoTaskFailedError,
     ApixoTaskRejectedError,
     ApixoWaitError,
@@ -182,6 +183,11 @@ class TaskPoller:
         return final_outcome(self.model, status)
 
     def _on_error(self, error: ApixoError) -> PollOutcome | None:
+        if isinstance(error, ApixoRateLimitError):  # the key's rate is spent, the task is fine: read later
+            self.log.info(
+                "Reading APIXO task %s was answered 429 (too many requests): reading later", self.task_id
+            )
+            return None
         # A task read right after submission may not be visible yet, and a garbled answer may be a
         # proxy's: both count towards the budget like network errors rather than end the wait.
         tolerated = error.transient or isinstance(error, ApixoNotFoundError | ApixoMalformedResponseError)

@@ -427,7 +427,15 @@ class EmulatorAdmin:
 
     def requests(self) -> list[dict[str, str]]:
         """Every API request received, in order: ``{"method", "path"}``."""
-        return list(self._get("/requests")["requests"])
+        return [{"method": r["method"], "path": r["path"]} for r in self._get("/requests")["requests"]]
+
+    def request_times(self) -> list[float]:
+        """When each API request was received (Unix times, in order)."""
+        return [float(r["at"]) for r in self._get("/requests")["requests"]]
+
+    def rate_limited_times(self) -> list[float]:
+        """When API requests were answered 429 because of the per-minute limit (Unix times)."""
+        return [float(at) for at in self._get("/rate-limited")["at"]]
 
     def request_count(self, method: str | None = None, path_prefix: str | None = None) -> int:
         """How many API requests matched the method and path prefix (e.g. ``/api/v1/statusTask``)."""

@@ -102,6 +102,41 @@ def test_pause_without_retry_after_is_short_and_capped(clock: FakeClock) -> None
     assert clock.now - started == pytest.approx(pacing.MAX_PAUSE_SECONDS)
 
 
+def sent_in(pacer: RequestPacer, clock: FakeClock, seconds: float) -> int:
+    """Requests one caller gets through in ``seconds``, each answered without a 429."""
+    ends, sent = clock.now + seconds, 0
+    while clock.now < ends:
+        pacer.acquire()
+        pacer.answered()
+        sent += 1
+    return sent
+
+
+def test_a_429_halves_the_rate_and_answers_raise_it_back_to_the_budget(clock: FakeClock) -> None:
+    pacer = fake_pacer(clock, 600)
+    pacer.rate_limited(None)
+    assert pacer.rate == 300
+    pacer.rate_limited(None)  # the same moment of congestion: not halved again
+    assert pacer.rate == 300
+
+    assert sent_in(pacer, clock, 60) == pytest.approx(300 + 30, abs=10)  # paced at the lowered rate
+    assert pacer.rate == pytest.approx(300 + 60, abs=2)  # + a tenth of 600 a minute while answered
+    sent_in(pacer, clock, 10 * 60)
+    assert pacer.rate == 600
+
+
+def test_429s_in_a_row_lower_the_rate_to_a_floor(clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
+    pacer = fake_pacer(clock, 9000)
+    with caplog.at_level(logging.WARNING, logger="airflow_provider_nanobanana.pacing"):
+        for _ in range(20):
+            pacer.rate_limited(None)
+            clock.sleep(pacing.DECREASE_HOLD_SECONDS)
+    assert pacer.rate == pacing.MIN_REQUESTS_PER_MINUTE
+    assert pacer.spacing == pytest.approx(10.0)
+    changes = [r.message for r in caplog.records if "limited by APIXO: pacing at" in r.message]
+    assert changes == ["APIXO key limited by APIXO: pacing at 4500/min (budget 9000/min)"]  # once a minute
+
+
 def test_two_keys_never_share_a_budget(clock: FakeClock) -> None:
     first, second = fake_pacer(clock, 30, "key-a"), fake_pacer(clock, 30, "key-b")
     for _ in range(10):

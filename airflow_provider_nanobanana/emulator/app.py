@@ -473,7 +473,7 @@ def _install_admin(app: FastAPI, emulator: Emulator) -> None:
     async def stats() -> dict[str, int]:
         return {
             "requests": emulator.request_count(),
-            "rate_limited": emulator.rate_limited,
+            "rate_limited": len(emulator.rate_limited),
             "tasks": emulator.submissions(),
             "downloads": emulator.downloads[0],
             "downloads_with_credentials": emulator.downloads[1],
@@ -481,7 +481,11 @@ def _install_admin(app: FastAPI, emulator: Emulator) -> None:
 
     @app.get("/_emulator/requests")
     async def requests() -> dict[str, Any]:
-        return {"requests": [{"method": m, "path": p} for m, p in emulator.requests]}
+        return {"requests": [{"method": m, "path": p, "at": at} for m, p, at in emulator.requests]}
+
+    @app.get("/_emulator/rate-limited")
+    async def rate_limited() -> dict[str, Any]:
+        return {"at": emulator.rate_limited}
 
     @app.get("/_emulator/callbacks")
     async def callbacks() -> dict[str, Any]:

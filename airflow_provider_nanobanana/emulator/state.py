@@ -219,13 +219,13 @@ class Emulator:
         self.settings = settings if settings is not None else EmulatorSettings()
         self._lock = threading.RLock()
         self._tasks: dict[str, EmulatedTask] = {}
-        self._requests: list[tuple[str, str]] = []
+        self._requests: list[tuple[str, str, float]] = []
         self._faults = _Faults()
         self._callbacks: list[CallbackRecord] = []
         self._callbacks_due: set[str] = set()
         self._epoch = 0
         self._rate_limiter = strategies.MovingWindowRateLimiter(storage.MemoryStorage())
-        self._rate_limited = 0
+        self._rate_limited: list[float] = []
         self._downloads = 0
         self._downloads_with_credentials = 0
 
@@ -247,8 +247,9 @@ class Emulator:
             return sum(1 for task in self._tasks.values() if model is None or task.model == model)
 
     @property
-    def requests(self) -> list[tuple[str, str]]:
-        """A snapshot of ``(method, path)`` for every API request (not downloads or admin calls)."""
+    def requests(self) -> list[tuple[str, str, float]]:
+        """A snapshot of ``(method, path, Unix time)`` for every API request (not downloads or admin
+        calls)."""
         with self._lock:
             return list(self._requests)
 
@@ -257,7 +258,7 @@ class Emulator:
         with self._lock:
             return sum(
                 1
-                for m, p in self._requests
+                for m, p, _ in self._requests
                 if (method is None or m == method.upper())
                 and (path_prefix is None or p.startswith(path_prefix))
             )
@@ -269,10 +270,10 @@ class Emulator:
             return self._downloads, self._downloads_with_credentials
 
     @property
-    def rate_limited(self) -> int:
-        """How many API requests were answered 429 because of ``requests_per_minute``."""
+    def rate_limited(self) -> list[float]:
+        """When API requests were answered 429 because of ``requests_per_minute`` (Unix times)."""
         with self._lock:
-            return self._rate_limited
+            return list(self._rate_limited)
 
     @property
     def callbacks(self) -> list[CallbackRecord]:
@@ -348,14 +349,14 @@ class Emulator:
             self._callbacks.clear()
             self._callbacks_due.clear()
             self._rate_limiter.storage.reset()
-            self._rate_limited = 0
+            self._rate_limited.clear()
             self._downloads = self._downloads_with_credentials = 0
 
     # --- used by the HTTP layer -----------------------------------------------------------------
 
     def record_request(self, method: str, path: str) -> None:
         with self._lock:
-            self._requests.append((method.upper(), path))
+            self._requests.append((method.upper(), path, time.time()))
 
     def record_download(self, *, with_credentials: bool) -> None:
         with self._lock:
@@ -371,7 +372,7 @@ class Emulator:
         if self._rate_limiter.hit(RateLimitItemPerMinute(limit), key):
             return False
         with self._lock:
-            self._rate_limited += 1
+            self._rate_limited.append(time.time())
         return True
 
     def take_http_error(self, endpoint: str) -> HttpErrorRule | None:

@@ -85,11 +85,17 @@ class ApixoHook(ApixoBaseHook):
         *,
         provider: str | None = None,
         callback_url: str | None = None,
+        capacity_wait: float | None = None,
     ) -> str:
-        """Create a task and return its id. Resent only when APIXO provably did not take it."""
+        """Create a task and return its id. Resent only when APIXO provably did not take it.
+
+        :param capacity_wait: how long answers 429 are retried, paced, before this fails (default:
+            the retry policy's, 300 s).
+        """
         path, what, body = self._submission(model, task_input, provider, callback_url)
         try:
-            return self._submitted(model, self._call("POST", path, what=what, json=body))
+            data = self._call("POST", path, what=what, capacity_wait=capacity_wait, json=body)
+            return self._submitted(model, data)
         except ApixoMalformedResponseError as error:
             raise ApixoSubmissionUncertainError(what, str(error)) from error
 

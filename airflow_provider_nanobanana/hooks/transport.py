@@ -4,10 +4,15 @@ Retries live here and nowhere else. A request is resent only when sending it aga
 reads always; task submissions only when APIXO provably did not take them (the connection was never
 made, or it answered 429, or 503 with ``Retry-After``); :mod:`.responses` says which is which. An
 answer that asks to slow down pauses every request of the key, not only the one that got it.
+
+A 429 means "slower", not "failed": it lowers the key's rate in the pacer, and the request keeps
+trying at that rate for up to ``RetryPolicy.capacity_wait`` seconds. Only other failures count
+towards ``max_attempts``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
@@ -15,7 +20,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import httpx
-from tenacity import AsyncRetrying, Retrying, retry_if_exception, stop_after_attempt, stop_before_delay
+from tenacity import AsyncRetrying, Retrying, retry_if_exception, stop_before_delay
+from tenacity.stop import stop_base
 
 from airflow_provider_nanobanana import __version__
 from airflow_provider_nanobanana.exceptions import ApixoApiError, ApixoError, ApixoRateLimitError
@@ -23,22 +29,31 @@ from airflow_provider_nanobanana.hooks.responses import read_envelope, transport
 
 if TYPE_CHECKING:
     import logging
+    from collections.abc import Iterator
 
     from tenacity import RetryCallState
-    from tenacity.stop import stop_base
 
     from airflow_provider_nanobanana.hooks.clients import AsyncClient, SyncClient
     from airflow_provider_nanobanana.hooks.settings import ConnectionSettings
     from airflow_provider_nanobanana.pacing import RequestPacer
 
 
+DEFAULT_CAPACITY_WAIT = 300.0
+"""Seconds a request answered 429 keeps trying, paced: APIXO's limit is per rolling minute."""
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Bounded exponential backoff with full jitter; ``Retry-After`` wins when APIXO sends one."""
+    """Bounded exponential backoff with full jitter; ``Retry-After`` wins when APIXO sends one.
+
+    ``max_attempts`` counts failures other than 429; answers 429 are retried, paced, for
+    ``capacity_wait`` seconds.
+    """
 
     max_attempts: int = 5
     initial_wait: float = 1.0
     max_wait: float = 30.0
+    capacity_wait: float = DEFAULT_CAPACITY_WAIT
 
     def wait(self, state: RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None
@@ -75,11 +90,13 @@ class Transport:
         timeout: float,
         attempts: int | None = None,
         time_limit: float | None = None,
+        capacity_wait: float | None = None,
         **kwargs: Any,
     ) -> Any:
         """One request with retries. A blocking request cannot be cancelled like a coroutine, so a
         ``time_limit`` shrinks each attempt's timeouts to what is left of it and starts no retry
-        that would end past it."""
+        that would end past it. ``capacity_wait``: how long answers 429 are retried (default: the
+        policy's)."""
         pacer = self.pacer
         ends = math.inf if time_limit is None else time.monotonic() + time_limit
 
@@ -93,7 +110,9 @@ class Transport:
                     raise transport_error(error, method, what, self.conn_id) from error
             return self._checked(response, what)
 
-        return Retrying(**self._retry_options(what, attempts, time_limit))(attempt)
+        options = self._retry_options(what, attempts, time_limit, capacity_wait)
+        with _waited_for_capacity(what, options["stop"]):
+            return Retrying(**options)(attempt)
 
     async def arequest(
         self,
@@ -104,6 +123,7 @@ class Transport:
         what: str,
         attempts: int | None = None,
         granted: bool = False,
+        capacity_wait: float | None = None,
         **kwargs: Any,
     ) -> Any:
         """One request with retries; ``granted``: the first attempt's turn in the budget is already
@@ -123,35 +143,60 @@ class Transport:
                     raise transport_error(error, method, what, self.conn_id) from error
             return self._checked(response, what)
 
-        return await AsyncRetrying(**self._retry_options(what, attempts))(attempt)
+        options = self._retry_options(what, attempts, capacity_wait=capacity_wait)
+        with _waited_for_capacity(what, options["stop"]):
+            return await AsyncRetrying(**options)(attempt)
 
     def _checked(self, response: httpx.Response, what: str) -> Any:
         """The envelope's data; an answer that asks to slow down pauses the whole key first."""
         try:
             return read_envelope(response, what, self.conn_id)
         except ApixoApiError as error:
-            if isinstance(error, ApixoRateLimitError) or error.retry_after is not None:
-                retry_after = error.retry_after
-                self.pacer.pause(None if retry_after is None else min(retry_after, self.policy.max_wait))
+            retry_after = None if error.retry_after is None else min(error.retry_after, self.policy.max_wait)
+            if isinstance(error, ApixoRateLimitError):
+                self.pacer.rate_limited(retry_after)
+            elif retry_after is not None:
+                self.pacer.pause(retry_after)
             raise
+        finally:
+            if response.status_code != 429:
+                self.pacer.answered()
 
     def _retry_options(
-        self, what: str, attempts: int | None, time_limit: float | None = None
+        self,
+        what: str,
+        attempts: int | None,
+        time_limit: float | None = None,
+        capacity_wait: float | None = None,
     ) -> dict[str, Any]:
         policy = self.policy
         max_attempts = attempts or policy.max_attempts
-        stop: stop_base = stop_after_attempt(max_attempts)
+        wait_for = policy.capacity_wait if capacity_wait is None else capacity_wait
+        stop_after = _StopAfter(max_attempts, wait_for)
+        stop: stop_base = stop_after
         if time_limit is not None:
             stop = stop | stop_before_delay(time_limit)
 
         def log_retry(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            sleep = state.next_action.sleep if state.next_action else 0.0
+            if isinstance(error, ApixoRateLimitError):
+                waited = state.seconds_since_start or 0.0
+                self.log.info(
+                    "%s was answered 429 (too many requests): trying again in %.1f s, paced, "
+                    "for up to %.0f s more",
+                    what,
+                    sleep,
+                    max(0.0, wait_for - waited),
+                )
+                return
             self.log.warning(
                 "%s failed (attempt %d of %d), retrying in %.1f s: %s",
                 what,
-                state.attempt_number,
+                stop_after.failures,
                 max_attempts,
-                state.next_action.sleep if state.next_action else 0.0,
-                state.outcome.exception() if state.outcome else None,
+                sleep,
+                error,
             )
 
         return {
@@ -161,6 +206,43 @@ class Transport:
             "before_sleep": log_retry,
             "reraise": True,
         }
+
+
+class _StopAfter(stop_base):
+    """Stop after ``max_attempts`` failures other than 429, or once answers 429 have gone on for
+    ``capacity_wait`` seconds: a 429 says the key's rate is spent, not that the request is wrong."""
+
+    def __init__(self, max_attempts: int, capacity_wait: float) -> None:
+        self.max_attempts = max_attempts
+        self.capacity_wait = capacity_wait
+        self.failures = 0
+        self.out_of_capacity = False
+
+    def __call__(self, state: RetryCallState) -> bool:
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, ApixoRateLimitError):
+            self.out_of_capacity = (state.seconds_since_start or 0.0) >= self.capacity_wait
+            return self.out_of_capacity
+        self.failures += 1
+        return self.failures >= self.max_attempts
+
+
+@contextlib.contextmanager
+def _waited_for_capacity(what: str, stop: stop_base) -> Iterator[None]:
+    """Name the limit when answers 429 outlasted the capacity wait."""
+    try:
+        yield
+    except ApixoRateLimitError as error:
+        stops = [stop, *getattr(stop, "stops", ())]
+        waited = next((each for each in stops if isinstance(each, _StopAfter) and each.out_of_capacity), None)
+        if waited is None:
+            raise
+        raise ApixoRateLimitError(
+            error.http_status,
+            error.api_message,
+            f"{what} was still answered 429 after waiting {waited.capacity_wait:g} s for the key's "
+            "capacity (capacity_wait); nothing was taken, so a retry of the Airflow task may send it again",
+        ) from error
 
 
 def client_options(settings: ConnectionSettings) -> dict[str, Any]:

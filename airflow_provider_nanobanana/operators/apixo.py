@@ -24,6 +24,7 @@ from airflow_provider_nanobanana.compat import AirflowSkipException, own_xcom, r
 from airflow_provider_nanobanana.downloads import DEFAULT_MAX_IMAGE_BYTES
 from airflow_provider_nanobanana.exceptions import ApixoError, ApixoTaskRejectedError
 from airflow_provider_nanobanana.hooks.apixo import ApixoHook
+from airflow_provider_nanobanana.hooks.transport import DEFAULT_CAPACITY_WAIT
 from airflow_provider_nanobanana.links import GeneratedImageLink, remember_image_link
 from airflow_provider_nanobanana.polling import (
     DEFAULT_MAX_CONSECUTIVE_ERRORS,
@@ -99,7 +100,11 @@ class ApixoGenerateOperator(BaseOperator):
     :param poll_interval: seconds between status reads (default: the model's).
     :param initial_delay: seconds before the first status read (default: the model's).
     :param timeout: how long to wait for the task, in seconds or as a timedelta (default: the model's).
-    :param max_consecutive_errors: failed status reads in a row that end the wait.
+    :param max_consecutive_errors: failed status reads in a row that end the wait (answers 429 are
+        not failures: the wait reads later).
+    :param submission_timeout: how long a submission answered 429 (the key's rate spent) keeps
+        trying, paced, before the try fails and Airflow may retry it (default 300 s; the task's
+        ``execution_timeout`` also ends it). A 429 means the task was not taken: nothing is paid twice.
     :param reattach: a later try waits for the task an earlier try submitted (default). False
         submits a new task on every try (a fresh result each time); a wait that ends without an
         outcome then fails for good instead of letting a retry pay a second time.
@@ -150,6 +155,7 @@ class ApixoGenerateOperator(BaseOperator):
         initial_delay: timedelta | float | None = None,
         timeout: timedelta | float | None = None,
         max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS,
+        submission_timeout: timedelta | float = DEFAULT_CAPACITY_WAIT,
         reattach: bool = True,
         output_path: str | ObjectStoragePath | None = None,
         max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
@@ -186,6 +192,7 @@ class ApixoGenerateOperator(BaseOperator):
         )
         self.timeout = check_seconds("timeout", cadence.timeout if timeout is None else timeout, minimum=1)
         self.max_consecutive_errors = check_error_budget(max_consecutive_errors)
+        self.submission_timeout = check_seconds("submission_timeout", submission_timeout, minimum=0)
         self.reattach = reattach
         self.output_path = output_path
         self.max_image_bytes = check_max_image_bytes(max_image_bytes)
@@ -362,7 +369,11 @@ class ApixoGenerateOperator(BaseOperator):
         submitted_at = time.time()
         callback_url = ticket.url if ticket is not None else request.callback_url
         task_id = self.hook.submit_task(
-            self.model, request.task_input(), provider=request.provider, callback_url=callback_url
+            self.model,
+            request.task_input(),
+            provider=request.provider,
+            callback_url=callback_url,
+            capacity_wait=self.submission_timeout,
         )
         submission = Submission(task_id, self.model, submitted_at, fingerprint)
         record.write(submission)

@@ -8,6 +8,7 @@ from airflow_provider_nanobanana.api import NANO_BANANA
 from airflow_provider_nanobanana.callbacks import DEFAULT_CALLBACK_POLL_INTERVAL
 from airflow_provider_nanobanana.downloads import DEFAULT_MAX_IMAGE_BYTES
 from airflow_provider_nanobanana.hooks.apixo import ApixoHook
+from airflow_provider_nanobanana.hooks.transport import DEFAULT_CAPACITY_WAIT
 from airflow_provider_nanobanana.operators.apixo import XCOM_TASK_ID_KEY, ApixoGenerateOperator
 from airflow_provider_nanobanana.polling import DEFAULT_MAX_CONSECUTIVE_ERRORS
 from airflow_provider_nanobanana.validation import NanoBananaRequest
@@ -71,6 +72,7 @@ class NanoBananaGenerateOperator(ApixoGenerateOperator):
         initial_delay: timedelta | float | None = None,
         timeout: timedelta | float | None = None,
         max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS,
+        submission_timeout: timedelta | float = DEFAULT_CAPACITY_WAIT,
         reattach: bool = True,
         output_path: str | ObjectStoragePath | None = None,
         max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
@@ -92,6 +94,7 @@ class NanoBananaGenerateOperator(ApixoGenerateOperator):
             initial_delay=initial_delay,
             timeout=timeout,
             max_consecutive_errors=max_consecutive_errors,
+            submission_timeout=submission_timeout,
             reattach=reattach,
             output_path=output_path,
             max_image_bytes=max_image_bytes,

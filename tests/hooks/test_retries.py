@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from concurrent.futures import Future
 from types import SimpleNamespace
@@ -111,13 +112,25 @@ def test_backoff_without_retry_after_stays_under_max_wait(make_hook, emulator_ad
     assert all(0 <= wait <= 0.02 for wait in policy.waits)
 
 
-@pytest.mark.parametrize(("status", "error"), [(429, ApixoRateLimitError), (500, ApixoServerError)])
-def test_status_retries_are_bounded(make_hook, emulator_admin, status, error):
-    emulator_admin.inject_http_errors(status, 10, "status")
-    with pytest.raises(error) as caught:
+def test_status_retries_are_bounded(make_hook, emulator_admin):
+    emulator_admin.inject_http_errors(500, 10, "status")
+    with pytest.raises(ApixoServerError) as caught:
         make_hook().get_task_status(MODEL, "task_x")
-    assert caught.value.http_status == status
+    assert caught.value.http_status == 500
     assert emulator_admin.request_count("GET", STATUS_PATH) == FAST.max_attempts
+
+
+def test_answers_429_are_retried_until_the_capacity_wait_ends_and_the_error_names_it(
+    make_hook, emulator_admin
+):
+    """A 429 is not a failure of the request: it does not count towards ``max_attempts``."""
+    emulator_admin.inject_http_errors(429, 1000, "status", retry_after=0.05)
+    policy = dataclasses.replace(FAST, capacity_wait=1.0)
+    with pytest.raises(
+        ApixoRateLimitError, match=r"after waiting 1 s for the key's capacity \(capacity_wait\)"
+    ):
+        make_hook(retry_policy=policy).get_task_status(MODEL, "task_x")
+    assert emulator_admin.request_count("GET", STATUS_PATH) > FAST.max_attempts
 
 
 async def test_async_status_retries_are_bounded(make_hook, emulator_admin):
@@ -154,3 +167,29 @@ def test_status_read_timeout_is_retried_then_transport_error(make_hook, emulator
     with pytest.raises(ApixoTransportError, match="timed out"):
         make_hook(timeout=0.1).get_task_status(MODEL, "task_x")
     assert emulator_admin.request_count("GET", STATUS_PATH) == FAST.max_attempts
+
+
+@pytest.mark.parametrize("mode", ["blocking", "deferred"])
+async def test_a_wait_outlasts_more_429s_in_a_row_than_max_consecutive_errors(
+    make_hook, emulator_admin, mode
+):
+    """Each 429 reaches the wait (no capacity wait in the request), and none counts as an error."""
+    hook = make_hook(retry_policy=dataclasses.replace(FAST, capacity_wait=0))
+    task_id = hook.submit_task(MODEL, T2I)
+    emulator_admin.inject_http_errors(429, 6, "status", retry_after=0.05)
+    wait = {
+        "initial_delay": 0,
+        "poll_interval": 0.05,
+        "deadline": time.time() + 60,
+        "max_consecutive_errors": 2,
+    }
+    try:
+        if mode == "blocking":
+            outcome = hook.wait_for_task(MODEL, task_id, **wait)
+        else:
+            outcome = await hook.await_task(MODEL, task_id, **wait)
+    finally:
+        await hook.aclose()
+    assert outcome.status == "success"
+    assert emulator_admin.rate_limited() == 0  # the injected ones are not the per-minute limit's
+    assert emulator_admin.request_count("GET", STATUS_PATH) > 6

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import httpx
 import pytest
 import respx
@@ -67,11 +69,20 @@ def test_submission_rate_limited_honours_retry_after(make_hook, emulator_admin):
     assert emulator_admin.submissions() == 1
 
 
-def test_submission_rate_limited_every_time_gives_up(make_hook, emulator_admin):
-    emulator_admin.inject_http_errors(429, 10, "submit")
-    with pytest.raises(ApixoRateLimitError):
-        make_hook().submit_task(MODEL, T2I)
-    assert emulator_admin.request_count("POST") == FAST.max_attempts
+def test_submission_answered_429_more_often_than_max_attempts_waits_for_capacity(make_hook, emulator_admin):
+    emulator_admin.inject_http_errors(429, 3 * FAST.max_attempts, "submit", retry_after=0.05)
+    make_hook().submit_task(MODEL, T2I)
+    assert emulator_admin.request_count("POST") == 3 * FAST.max_attempts + 1
+    assert emulator_admin.submissions() == 1
+
+
+def test_submission_answered_429_past_the_capacity_wait_fails_naming_it_and_takes_nothing(
+    make_hook, emulator_admin
+):
+    emulator_admin.inject_http_errors(429, 1000, "submit", retry_after=0.05)
+    hook = make_hook(retry_policy=dataclasses.replace(FAST, capacity_wait=0.5))
+    with pytest.raises(ApixoRateLimitError, match=r"capacity_wait.*a retry of the Airflow task may send it"):
+        hook.submit_task(MODEL, T2I)
     assert emulator_admin.submissions() == 0
 
 

@@ -6,6 +6,7 @@ emulator runs as its own process with APIXO's per-minute limit set low, so that 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 from pathlib import Path
@@ -25,6 +26,10 @@ EMULATOR_REQUESTS_PER_MINUTE = 180
 BUDGET_PER_MINUTE = 150
 """The connection's ``requests_per_minute``: each of the ten or so processes spending it alone would
 promise many times the key's limit; shared through Redis, they keep under it."""
+UNSHARED_KEY_LIMIT = 60
+"""The limit of the key behind ``apixo_unshared``, whose processes each believe they may spend
+``UNSHARED_BUDGET``: together several times the limit, as when nobody divides the budget."""
+UNSHARED_BUDGET = 50
 
 
 @pytest.fixture(scope="package")
@@ -33,12 +38,13 @@ def topology_home() -> Iterator[Path]:
         yield Path(home)
 
 
-@pytest.fixture(scope="package")
-def limited_emulator(topology_home: Path) -> Iterator[EmulatorAdmin]:
+@contextlib.contextmanager
+def emulator_process(log: Path, requests_per_minute: int) -> Iterator[EmulatorAdmin]:
+    """The emulator as its own process, limiting the key to ``requests_per_minute``."""
     port = free_port()
     args = [str(BIN / "apixo-emulator"), "--port", str(port), "--api-key", TEST_API_KEY]
-    args += ["--requests-per-minute", str(EMULATOR_REQUESTS_PER_MINUTE)]
-    process = spawn(args, {"PATH": str(BIN)}, topology_home / "emulator.log")
+    args += ["--requests-per-minute", str(requests_per_minute)]
+    process = spawn(args, {"PATH": str(BIN)}, log)
     admin = EmulatorAdmin(f"http://127.0.0.1:{port}")
     try:
         wait_until("the emulator", lambda: _answers(admin), timeout=30, interval=0.1)
@@ -48,6 +54,20 @@ def limited_emulator(topology_home: Path) -> Iterator[EmulatorAdmin]:
         admin.close()
         process.terminate()
         process.wait(timeout=10)
+
+
+@pytest.fixture(scope="package")
+def limited_emulator(topology_home: Path) -> Iterator[EmulatorAdmin]:
+    """APIXO for the connections whose budget is shared through Redis."""
+    with emulator_process(topology_home / "emulator.log", EMULATOR_REQUESTS_PER_MINUTE) as admin:
+        yield admin
+
+
+@pytest.fixture(scope="package")
+def unshared_emulator(topology_home: Path) -> Iterator[EmulatorAdmin]:
+    """APIXO for ``apixo_unshared``: every process believes it may spend the budget alone."""
+    with emulator_process(topology_home / "emulator-unshared.log", UNSHARED_KEY_LIMIT) as admin:
+        yield admin
 
 
 def _answers(admin: EmulatorAdmin) -> bool:
@@ -72,7 +92,11 @@ def database_url() -> Iterator[str]:
 
 @pytest.fixture(scope="package")
 def celery_airflow(
-    topology_home: Path, limited_emulator: EmulatorAdmin, broker_url: str, database_url: str
+    topology_home: Path,
+    limited_emulator: EmulatorAdmin,
+    unshared_emulator: EmulatorAdmin,
+    broker_url: str,
+    database_url: str,
 ) -> Iterator[CeleryAirflow]:
     airflow = CeleryAirflow(
         topology_home / "airflow",
@@ -96,6 +120,14 @@ def celery_airflow(
         callback = json.dumps({**budget, "callback_base_url": airflow.url})
         airflow.save_connection(
             "apixo_callback", "apixo", host=base_url, password=TEST_API_KEY, extra=callback
+        )
+        unshared = json.dumps({"requests_per_minute": UNSHARED_BUDGET})
+        airflow.save_connection(
+            "apixo_unshared",
+            "apixo",
+            host=unshared_emulator.root_url + "/api/v1",
+            password=TEST_API_KEY,
+            extra=unshared,
         )
         airflow.create_pool("apixo", 1000, include_deferred=True)
         yield airflow
