@@ -231,13 +231,20 @@ class ApixoHook(ApixoBaseHook):
         try:
             base_url = self.settings.base_url
             try:
-                self._call("GET", BALANCE_PATH, what="Checking the key", attempts=1)
+                self._call("GET", BALANCE_PATH, what="Checking the key", attempts=1, capacity_wait=0)
             except ApixoMalformedResponseError:
                 self._require_key(BALANCE_PATH)
             except ApixoNotFoundError:
                 status_path, params = STATUS_PATH.format(model=NANO_BANANA), status_query("connection-test")
                 with contextlib.suppress(ApixoNotFoundError, ApixoBadRequestError):
-                    self._call("GET", status_path, what="Checking the key", attempts=1, params=params)
+                    self._call(
+                        "GET",
+                        status_path,
+                        what="Checking the key",
+                        attempts=1,
+                        capacity_wait=0,
+                        params=params,
+                    )
                 self._require_key(status_path, params=params)
         except ApixoAuthError as error:
             return False, f"APIXO rejected the API key: {error}"
@@ -251,7 +258,15 @@ class ApixoHook(ApixoBaseHook):
         """Prove the server checks keys on ``path``, so that our key's success means something."""
         try:
             no_key = {"Authorization": ""}
-            self._call("GET", path, what="Checking the base URL", attempts=1, headers=no_key, **kwargs)
+            self._call(
+                "GET",
+                path,
+                what="Checking the base URL",
+                attempts=1,
+                capacity_wait=0,
+                headers=no_key,
+                **kwargs,
+            )
         except ApixoAuthError:
             return
         except ApixoError:

@@ -30,6 +30,15 @@ def test_test_connection_with_a_wrong_key(make_hook, emulator, emulator_admin):
     assert len(emulator_admin.requests()) == 1
 
 
+def test_test_connection_answered_429_says_so_at_once(make_hook, emulator_admin):
+    """The Test button does not wait for the key's capacity as a submission would."""
+    emulator_admin.inject_http_errors(429, 100, "any")
+    ok, message = make_hook().test_connection()
+    assert not ok
+    assert "APIXO answered 429" in message
+    assert len(emulator_admin.requests()) == 1
+
+
 def test_test_connection_with_an_unreachable_host(make_hook):
     base = f"http://127.0.0.1:{free_port()}/api/v1"
     ok, message = make_hook("apixo_closed", connection=apixo_connection(base)).test_connection()
