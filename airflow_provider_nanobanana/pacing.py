@@ -109,7 +109,6 @@ class RequestPacer:
         self._rate = float(rpm)
         self._rate_at_429 = float(rpm)
         self._held_until = 0.0
-        self._last_answer = 0.0
         self._next_send = 0.0
         self._rate_logged_until = 0.0
         self._thread_turn = threading.Lock()
@@ -150,22 +149,23 @@ class RequestPacer:
             return
         self._rate_at_429 = self._rate
         self._rate = max(MIN_REQUESTS_PER_MINUTE, self._rate * DECREASE_FACTOR)
-        self._held_until = self._last_answer = now + DECREASE_HOLD_SECONDS
+        self._held_until = now + DECREASE_HOLD_SECONDS
         self._log_rate(now)
 
     def answered(self) -> None:
-        """A request was answered, not with 429: raise the allowed rate a little (the additive increase)."""
+        """A request was answered: raise the allowed rate a little (the additive increase).
+
+        Each answer adds ``step / rate``, so a key busy at its rate gains ``step`` a minute (TCP's
+        ``cwnd += 1/cwnd``), and an idle one gains nothing it has not shown it can use.
+        """
         budget = self.config.requests_per_minute
         if self._rate >= budget:
             return
-        now = self._clock()
-        busy = min(max(0.0, now - self._last_answer), 60.0 / self._rate)  # an idle key earns nothing
-        self._last_answer = now
         step = max(1.0, RECOVERY_PER_MINUTE * self._rate_at_429)
-        self._rate = min(float(budget), self._rate + step * busy / 60.0)
+        self._rate = min(float(budget), self._rate + step / self._rate)
         if self._rate >= budget:
             self._rate_logged_until = 0.0
-        self._log_rate(now)
+        self._log_rate(self._clock())
 
     def _log_rate(self, now: float) -> None:
         if now < self._rate_logged_until:

@@ -148,9 +148,10 @@ class Transport:
             return await AsyncRetrying(**options)(attempt)
 
     def _checked(self, response: httpx.Response, what: str) -> Any:
-        """The envelope's data; an answer that asks to slow down pauses the whole key first."""
+        """The envelope's data. A 429 slows the whole key down, any ``Retry-After`` pauses it, and
+        an answer lets it speed up again."""
         try:
-            return read_envelope(response, what, self.conn_id)
+            data = read_envelope(response, what, self.conn_id)
         except ApixoApiError as error:
             retry_after = None if error.retry_after is None else min(error.retry_after, self.policy.max_wait)
             if isinstance(error, ApixoRateLimitError):
@@ -158,9 +159,8 @@ class Transport:
             elif retry_after is not None:
                 self.pacer.pause(retry_after)
             raise
-        finally:
-            if response.status_code != 429:
-                self.pacer.answered()
+        self.pacer.answered()
+        return data
 
     def _retry_options(
         self,
