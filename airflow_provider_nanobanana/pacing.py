@@ -7,7 +7,9 @@ not only the one that met it. Waiters are served in arrival order, so no caller 
 The budget is what the provider was told; APIXO's 429s say what it really gets when others spend
 the key too (other processes, another deployment, another service). The pacer adapts as TCP does:
 each 429 halves the rate it allows (once per moment of congestion), and while answers come back it
-raises the rate by a tenth of the rate that met the 429 each minute, up to the budget.
+raises the rate by a tenth of the rate that met the 429 each minute, up to the budget. The minute
+window counts requests at whatever rate is allowed now, so a lowered rate counts what was already
+sent. With a shared budget, the learned rate is shared too: every process reads it from Redis.
 
 The budget is a moving window kept by the ``limits`` library, chosen over ``aiolimiter`` because it
 counts exactly what the API counts (requests in any 60 s), serves sync and async callers with one
@@ -28,7 +30,7 @@ import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from limits import RateLimitItemPerMinute, RateLimitItemPerSecond, storage, strategies
+from limits import RateLimitItem, RateLimitItemPerMinute, RateLimitItemPerSecond, storage, strategies
 from limits.aio import strategies as aio_strategies
 from limits.aio.storage import RedisStorage
 from limits.errors import StorageError
@@ -59,6 +61,10 @@ MIN_REQUESTS_PER_MINUTE = 6.0
 """However often APIXO answers 429, a key is still tried every 10 s."""
 RATE_LOG_SECONDS = 60.0
 """How often a change of the allowed rate is logged, at most."""
+SHARED_RATE_READ_SECONDS = 2.0
+"""With a shared budget, how often a process reads the rate others learned."""
+SHARED_RATE_SECONDS = 600
+"""A shared learned rate nobody changed for this long is forgotten: new processes start at the budget."""
 
 
 def key_fingerprint(base_url: str, api_key: str) -> str:
@@ -97,10 +103,7 @@ class RequestPacer:
         rpm = config.requests_per_minute
         # The minute is the API's rule; the second keeps the minute's budget from being spent in one
         # burst (and then starving the rest of the minute), across processes too.
-        self._items = (
-            RateLimitItemPerSecond(min(rpm, max(BURST, math.ceil(rpm / 60)))),
-            RateLimitItemPerMinute(rpm),
-        )
+        self._second = RateLimitItemPerSecond(min(rpm, max(BURST, math.ceil(rpm / 60))))
         self._clock = clock
         self._sleep = sleep
         self._asleep = asleep
@@ -109,8 +112,9 @@ class RequestPacer:
         self._rate = float(rpm)
         self._rate_at_429 = float(rpm)
         self._held_until = 0.0
-        self._next_send = 0.0
         self._rate_logged_until = 0.0
+        self._rate_read_at = -math.inf
+        self._rate_to_share: int | None = None
         self._thread_turn = threading.Lock()
         self._limiter = strategies.MovingWindowRateLimiter(_sync_storage(config.storage_uri))
         self._async_parts: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _AsyncParts] = (
@@ -148,7 +152,7 @@ class RequestPacer:
         if now < self._held_until:
             return
         self._rate_at_429 = self._rate
-        self._rate = max(MIN_REQUESTS_PER_MINUTE, self._rate * DECREASE_FACTOR)
+        self._set_rate(max(MIN_REQUESTS_PER_MINUTE, self._rate * DECREASE_FACTOR))
         self._held_until = now + DECREASE_HOLD_SECONDS
         self._log_rate(now)
 
@@ -162,10 +166,34 @@ class RequestPacer:
         if self._rate >= budget:
             return
         step = max(1.0, RECOVERY_PER_MINUTE * self._rate_at_429)
-        self._rate = min(float(budget), self._rate + step / self._rate)
+        self._set_rate(min(float(budget), self._rate + step / self._rate))
         if self._rate >= budget:
             self._rate_logged_until = 0.0
         self._log_rate(self._clock())
+
+    def _set_rate(self, rate: float) -> None:
+        """Change the allowed rate; a shared budget shares it at the next request (whole numbers)."""
+        if self.config.storage_uri is not None and int(rate) != int(self._rate):
+            self._rate_to_share = int(rate)
+        self._rate = rate
+
+    def _shared_rate_due(self) -> bool:
+        """Whether the shared learned rate is to be read or written now (then a read is reset)."""
+        if self.config.storage_uri is None:
+            return False
+        now = self._clock()
+        if self._rate_to_share is None and now < self._rate_read_at + SHARED_RATE_READ_SECONDS:
+            return False
+        self._rate_read_at = now
+        return True
+
+    def _sync_shared_rate(self, shared: int, written: int | None) -> None:
+        """What the storage said: adopt another process's rate, unless this one just wrote its own."""
+        if written is None and shared > 0 and shared != int(self._rate):
+            self._rate = float(min(shared, self.config.requests_per_minute))
+
+    def _items(self) -> tuple[RateLimitItem, ...]:
+        return self._second, _MinuteWindow(max(1, int(self._rate)))
 
     def _log_rate(self, now: float) -> None:
         if now < self._rate_logged_until:
@@ -192,27 +220,32 @@ class RequestPacer:
 
     def _take(self) -> float:
         """Take one request from the budget; 0 when taken, else how long to wait before trying again."""
-        if (held := self._held_left()) > 0:
-            return held
+        if (paused := self._paused_left()) > 0:
+            return paused
         try:
-            for item in self._items:
+            if self._shared_rate_due():
+                self._exchange_rate(self._limiter.storage)
+            for item in self._items():
                 if not self._limiter.hit(item, self.config.fingerprint):
                     stats = self._limiter.get_window_stats(item, self.config.fingerprint)
                     return self._until_free(stats.reset_time)
         except StorageError as error:
             return self._storage_failed(error)
-        self._sent()
         return 0.0
 
-    def _held_left(self) -> float:
-        """How long the key is still paused, or until its next turn at the learned rate."""
-        now = self._clock()
-        return max(self._paused_until - now, self._next_send - now)
+    def _exchange_rate(self, shared: storage.Storage) -> None:
+        key, written = self._rate_key(), self._rate_to_share
+        if written is not None:
+            self._rate_to_share = None
+            shared.clear(key)
+            shared.incr(key, SHARED_RATE_SECONDS, amount=written)
+        self._sync_shared_rate(shared.get(key), written)
 
-    def _sent(self) -> None:
-        """Below the budget, requests go out evenly at the learned rate."""
-        if self._rate < self.config.requests_per_minute:
-            self._next_send = self._clock() + 60.0 / self._rate
+    def _rate_key(self) -> str:
+        return f"learned-rate/{self.config.fingerprint}"
+
+    def _paused_left(self) -> float:
+        return self._paused_until - self._clock()
 
     def _until_free(self, reset_time: float) -> float:
         return max(_MIN_WAIT, reset_time - self._clock())
@@ -247,17 +280,37 @@ class _AsyncParts:
         pacer = self.pacer
         if self._limiter is None:  # in memory: the sync limiter never blocks
             return pacer._take()
-        if (held := pacer._held_left()) > 0:
-            return held
+        if (paused := pacer._paused_left()) > 0:
+            return paused
         try:
-            for item in pacer._items:
+            if pacer._shared_rate_due():
+                await self._exchange_rate()
+            for item in pacer._items():
                 if not await self._limiter.hit(item, pacer.config.fingerprint):
                     stats = await self._limiter.get_window_stats(item, pacer.config.fingerprint)
                     return pacer._until_free(stats.reset_time)
         except StorageError as error:
             return pacer._storage_failed(error)
-        pacer._sent()
         return 0.0
+
+    async def _exchange_rate(self) -> None:
+        """:meth:`RequestPacer._exchange_rate` on this loop's client."""
+        assert self._limiter is not None
+        pacer, shared = self.pacer, self._limiter.storage
+        key, written = pacer._rate_key(), pacer._rate_to_share
+        if written is not None:
+            pacer._rate_to_share = None
+            await shared.clear(key)
+            await shared.incr(key, SHARED_RATE_SECONDS, amount=written)
+        pacer._sync_shared_rate(await shared.get(key), written)
+
+
+class _MinuteWindow(RateLimitItemPerMinute):
+    """The key's minute window at the rate allowed now. Its storage key leaves the rate out (unlike
+    ``limits``' own), so a new rate still counts the requests of the last minute."""
+
+    def key_for(self, *identifiers: bytes | str | int | float) -> str:
+        return "/".join(["minute", *(str(part) for part in identifiers)])
 
 
 REDIS_KEY_PREFIX = "apixo-budget"
