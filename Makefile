@@ -1,6 +1,6 @@
 # Two entry points: `make demo` (an example DAG that generates images) and `make test` (the whole suite).
 # Both build .venv first with uv, which is installed into the venv itself: only Python 3.11+ and make are needed.
-# `make bench` runs the polling-at-scale benchmark (about 9 minutes).
+# `make bench` runs the polling-at-scale benchmark (about 14 minutes).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin

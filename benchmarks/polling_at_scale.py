@@ -15,7 +15,9 @@ submission, so the number in flight stays put.
 - (e) callback mode: no polling; APIXO's webhook reaches a loopback receiver standing in for the
   plugin's route, and the woken wait makes the one verifying status read ``execute_complete`` makes;
 - (f) (a)'s triggers in a real ``airflow triggerer`` (supervisor and trigger runner), each on a task
-  instance deferred in Airflow's database (``in_triggerer.py``), the connection saved there.
+  instance deferred in Airflow's database (``in_triggerer.py``), the connection saved there;
+- (g) (a) while another client of the same key, unpaced, spends 3,000 requests a minute: the
+  provider does not own the key's whole budget and learns its share from APIXO's 429s.
 
 Then 100 tasks in flight, where the budget does not bind: (a) beside (c) and (e).
 """
@@ -79,6 +81,8 @@ class Scenario:
     processes: int = 1
     requests_per_minute: int | None = None
     shared_budget: bool = False
+    noise_per_minute: int = 0
+    """(g): requests a minute another, unpaced client of the same key sends beside the load."""
 
 
 # --- the workers: submissions, in a process of their own -----------------------------------------
@@ -164,6 +168,8 @@ class Window:
     end: float
     delays: list[float] = field(default_factory=list)
     lags: list[float] = field(default_factory=list)
+    failed: int = 0
+    """Waits that ended without the task's success (a timeout, an error), window or not."""
 
     def inside(self, at: float) -> bool:
         return self.start <= at < self.end
@@ -190,6 +196,7 @@ def report_at_window_end(window: Window, protocol: TextIO) -> None:
         "lags": list(window.lags),
         "cpu_seconds": cpu[1] - cpu[0],
         "rss_growth": process.memory_info().rss - baseline_rss,
+        "failed": window.failed,
     }
     print(json.dumps(report), file=protocol, flush=True)
     os._exit(0)  # a thousand open waits need no orderly teardown
@@ -245,6 +252,7 @@ async def run_load(args: argparse.Namespace, workers: Workers, protocol: TextIO)
             task_id, submitted = await workers.submit()
             if args.mode == "provider":
                 async for event in provider_trigger(task_id, submitted).run():
+                    window.failed += event.payload["status"] != "success"
                     window.finished(event.payload["task"] or {})
             elif args.mode == "callback":  # what the resumed task's execute_complete does
                 await webhooks.wait(task_id)
@@ -447,6 +455,7 @@ def report_from_triggerer(
         "lags": probe.get("lags", []),
         "cpu_seconds": sum(details["cpu_seconds"].values()),
         "rss_growth": sum(rss[2].values()) - sum(rss[0].values()),
+        "failed": details["failed"],
         "triggerer": details,
     }
     print(json.dumps(report), file=protocol, flush=True)
@@ -510,6 +519,37 @@ def emulator_stats(root_url: str) -> dict[str, int]:
     return dict(httpx.get(root_url + "/_emulator/stats", timeout=10).json())
 
 
+BALANCE_PATH = "/apikeys/current-balance"
+
+
+class Noise(threading.Thread):
+    """(g): another client of the key, unpaced: a balance read every ``60 / per_minute`` s until
+    ``until``, its own 429s counted (the emulator counts everybody's)."""
+
+    def __init__(self, base_url: str, per_minute: int, until: float) -> None:
+        super().__init__(daemon=True)
+        self.base_url, self.spacing, self.until = base_url, 60.0 / per_minute, until
+        self.sent = 0
+        self.limited_at: list[float] = []
+
+    def run(self) -> None:
+        headers = {"Authorization": f"Bearer {API_KEY}"}
+        with httpx.Client(base_url=self.base_url, headers=headers, timeout=10) as client:
+            next_at = time.time()
+            while next_at < self.until:
+                time.sleep(max(0.0, next_at - time.time()))
+                if client.get(BALANCE_PATH).status_code == 429:
+                    self.limited_at.append(time.time())
+                self.sent += 1
+                next_at += self.spacing
+
+
+def provider_429s(root_url: str) -> list[float]:
+    """When the provider's requests (not the noise's) were answered 429, in the whole run."""
+    answers = httpx.get(root_url + "/_emulator/rate-limited", timeout=10).json()["rate_limited"]
+    return sorted(a["at"] for a in answers if not a["path"].endswith(BALANCE_PATH))
+
+
 def run_scenario(scenario: Scenario, settings: argparse.Namespace, redis_url: str | None) -> dict[str, Any]:
     emulator, base_url = start_emulator(settings.api_limit)
     root_url = base_url.removesuffix("/api/v1")
@@ -546,6 +586,10 @@ def run_scenario(scenario: Scenario, settings: argparse.Namespace, redis_url: st
                 raise RuntimeError(f"a load process for ({scenario.name}) did not start: see {homes}")
         warmup, seconds = (settings.warmup, settings.seconds) if scenario.tasks > 100 else settings.small
         start = time.time() + warmup
+        noise = None
+        if scenario.noise_per_minute:
+            noise = Noise(base_url, scenario.noise_per_minute, start + seconds)
+            noise.start()
         times = json.dumps({"start": start, "end": start + seconds}) + "\n"
         for load in loads:
             assert load.stdin is not None
@@ -555,6 +599,7 @@ def run_scenario(scenario: Scenario, settings: argparse.Namespace, redis_url: st
         before = emulator_stats(root_url)
         time.sleep(max(0.0, start + seconds - time.time()))
         after = emulator_stats(root_url)
+        sharing = None if noise is None else share_of_the_key(noise, provider_429s(root_url), start, seconds)
         results = [json.loads(load.communicate(timeout=240)[0].strip().splitlines()[-1]) for load in loads]
         for home in homes:  # kept when the row failed, for its logs
             shutil.rmtree(home)
@@ -563,7 +608,20 @@ def run_scenario(scenario: Scenario, settings: argparse.Namespace, redis_url: st
             load.kill()
         emulator.terminate()
         emulator.wait(timeout=30)
-    return summarise(scenario, seconds, results, before, after)
+    return summarise(scenario, seconds, results, before, after, sharing)
+
+
+def share_of_the_key(noise: Noise, theirs: list[float], start: float, seconds: float) -> dict[str, Any]:
+    """(g): what the other client sent and met, and how long the provider took to find its share:
+    from its first 429 to its last."""
+    noise.join(timeout=30)
+    return {
+        "noise_sent": noise.sent,
+        "noise_limited": len(noise.limited_at),
+        "provider_limited": len(theirs),
+        "provider_limited_in_window": sum(start <= at < start + seconds for at in theirs),
+        "adapted_s": theirs[-1] - theirs[0] if theirs else 0.0,
+    }
 
 
 def summarise(
@@ -572,7 +630,9 @@ def summarise(
     results: list[dict[str, Any]],
     before: dict[str, int],
     after: dict[str, int],
+    sharing: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """One row. With another client on the key (g), the 429s are the provider's own."""
     delays = sorted(d for r in results for d in r["delays"])
     lags = sorted(lag for r in results for lag in r["lags"])
     completed = len(delays)
@@ -585,7 +645,12 @@ def summarise(
         "completed": completed,
         "per_second": completed / seconds,
         "requests_per_task": (after["requests"] - before["requests"]) / max(1, completed),
-        "rate_limited": after["rate_limited"] - before["rate_limited"],
+        "rate_limited": (
+            after["rate_limited"] - before["rate_limited"]
+            if sharing is None
+            else sharing["provider_limited_in_window"]
+        ),
+        "failed": sum(r.get("failed", 0) for r in results),
         "delay_p50": quantile(delays, 0.50),
         "delay_p99": quantile(delays, 0.99),
         "lag_p99_ms": 1000 * quantile(lags, 0.99),
@@ -593,6 +658,7 @@ def summarise(
         "rss_growth_mb": sum(r["rss_growth"] or 0 for r in results) / 2**20,
         "blocked": None if triggerer is None else len(triggerer["blocked"]),
         **({} if triggerer is None else {"triggerer": summarise_triggerer(triggerer, completed)}),
+        **({} if sharing is None else {"sharing": sharing}),
     }
 
 
@@ -634,6 +700,7 @@ COLUMNS = [
     ("done/s", "per_second", "{:.1f}"),
     ("req/task", "requests_per_task", "{:.2f}"),
     ("429s", "rate_limited", "{:d}"),
+    ("failed", "failed", "{:d}"),
     ("delay p50 s", "delay_p50", "{:.2f}"),
     ("delay p99 s", "delay_p99", "{:.2f}"),
     ("lag p99 ms", "lag_p99_ms", "{:.0f}"),
@@ -651,6 +718,7 @@ def table(rows: list[dict[str, Any]]) -> str:
     lines.insert(1, "  ".join("-" * width for width in widths))
     legend = [f"({row['scenario']}) {row['label']}" for row in rows if row["tasks"] > 100]
     notes = [triggerer_note(row) for row in rows if "triggerer" in row]
+    notes += [sharing_note(row) for row in rows if "sharing" in row]
     return "\n".join([*lines, "", *legend, *notes])
 
 
@@ -679,6 +747,20 @@ def triggerer_note(row: dict[str, Any]) -> str:
     )
 
 
+def sharing_note(row: dict[str, Any]) -> str:
+    """(g)'s figures beyond the table's columns."""
+    s = row["sharing"]
+    return "\n    ".join(
+        [
+            f"({row['scenario']}) beside another client of the key:",
+            f"it sent {s['noise_sent']} requests unpaced, {s['noise_limited']} answered 429",
+            f"the provider met {s['provider_limited']} answers 429 in the whole run"
+            f" ({row['rate_limited']} in the window), the last {s['adapted_s']:.0f} s after the first",
+            f"{row['failed']} tasks failed",
+        ]
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -690,7 +772,7 @@ def main() -> None:
         "--ramp", type=float, default=15, help="submissions spread over (default %(default)s)"
     )
     parser.add_argument("--api-limit", type=int, default=10_000, help="the emulator's requests per minute")
-    parser.add_argument("--only", default="abcdef", help="which of the 1,000-task ways to run, e.g. fa")
+    parser.add_argument("--only", default="abcdefg", help="which of the 1,000-task ways to run, e.g. fa")
     parser.add_argument(
         "--hundred", action=argparse.BooleanOptionalAction, default=True, help="also the 100-in-flight rows"
     )
@@ -725,6 +807,15 @@ def main() -> None:
         ),
         Scenario(
             "e", "callback mode: a webhook, then one verifying read, budget 6,000/min", "callback", n, 1, 6000
+        ),
+        Scenario(
+            "g",
+            "(a) beside another client spending 3,000/min of the key, unpaced",
+            "provider",
+            n,
+            1,
+            6000,
+            noise_per_minute=3000,
         ),
     ]
     scenarios = [s for s in scenarios if s.name in args.only]

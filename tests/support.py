@@ -435,7 +435,7 @@ class EmulatorAdmin:
 
     def rate_limited_times(self) -> list[float]:
         """When API requests were answered 429 because of the per-minute limit (Unix times)."""
-        return [float(at) for at in self._get("/rate-limited")["at"]]
+        return [float(answer["at"]) for answer in self._get("/rate-limited")["rate_limited"]]
 
     def request_count(self, method: str | None = None, path_prefix: str | None = None) -> int:
         """How many API requests matched the method and path prefix (e.g. ``/api/v1/statusTask``)."""

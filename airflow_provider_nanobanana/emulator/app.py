@@ -364,7 +364,7 @@ def _install_gate(app: FastAPI, emulator: Emulator) -> None:
             response: Response = _injected_response(rule)
         elif not _authorized(request, emulator.settings):
             response = error_response(401)
-        elif emulator.over_rate_limit(request.headers["authorization"]):
+        elif emulator.over_rate_limit(request.headers["authorization"], path):
             response = error_response(429)  # the contract documents no rate-limit headers
         else:
             response = await call_next(request)
@@ -485,7 +485,7 @@ def _install_admin(app: FastAPI, emulator: Emulator) -> None:
 
     @app.get("/_emulator/rate-limited")
     async def rate_limited() -> dict[str, Any]:
-        return {"at": emulator.rate_limited}
+        return {"rate_limited": [{"at": at, "path": path} for at, path in emulator.rate_limited]}
 
     @app.get("/_emulator/callbacks")
     async def callbacks() -> dict[str, Any]:

@@ -225,7 +225,7 @@ class Emulator:
         self._callbacks_due: set[str] = set()
         self._epoch = 0
         self._rate_limiter = strategies.MovingWindowRateLimiter(storage.MemoryStorage())
-        self._rate_limited: list[float] = []
+        self._rate_limited: list[tuple[float, str]] = []
         self._downloads = 0
         self._downloads_with_credentials = 0
 
@@ -270,8 +270,8 @@ class Emulator:
             return self._downloads, self._downloads_with_credentials
 
     @property
-    def rate_limited(self) -> list[float]:
-        """When API requests were answered 429 because of ``requests_per_minute`` (Unix times)."""
+    def rate_limited(self) -> list[tuple[float, str]]:
+        """When, and on which path, API requests were answered 429 because of ``requests_per_minute``."""
         with self._lock:
             return list(self._rate_limited)
 
@@ -363,7 +363,7 @@ class Emulator:
             self._downloads += 1
             self._downloads_with_credentials += with_credentials
 
-    def over_rate_limit(self, token: str) -> bool:
+    def over_rate_limit(self, token: str, path: str) -> bool:
         """Count one request of ``token``'s key; True if it exceeds ``requests_per_minute``."""
         limit = self.settings.requests_per_minute
         if limit is None:
@@ -372,7 +372,7 @@ class Emulator:
         if self._rate_limiter.hit(RateLimitItemPerMinute(limit), key):
             return False
         with self._lock:
-            self._rate_limited.append(time.time())
+            self._rate_limited.append((time.time(), path))
         return True
 
     def take_http_error(self, endpoint: str) -> HttpErrorRule | None:
