@@ -6,10 +6,10 @@ not only the one that met it. Waiters are served in arrival order, so no caller 
 
 The budget is what the provider was told; APIXO's 429s say what it really gets when others spend
 the key too (other processes, another deployment, another service). The pacer adapts as TCP does:
-each 429 halves the rate it allows (once per moment of congestion), and while answers come back it
+each 429 halves the rate it allows (not again for requests sent before that), and while answers come back it
 raises the rate by a tenth of the rate that met the 429 each minute, up to the budget. The minute
 window counts requests at whatever rate is allowed now, so a lowered rate counts what was already
-sent. With a shared budget, the learned rate is shared too: every process reads it from Redis.
+sent. The rate is learned per process; a shared budget (below) still caps all processes together.
 
 The budget is a moving window kept by the ``limits`` library, chosen over ``aiolimiter`` because it
 counts exactly what the API counts (requests in any 60 s), serves sync and async callers with one
@@ -53,18 +53,12 @@ BURST = 10
 _MIN_WAIT = 0.001
 DECREASE_FACTOR = 0.5
 """A 429 multiplies the allowed rate by this."""
-DECREASE_HOLD_SECONDS = 2.0
-"""429s within this long of a decrease answer requests sent before it: they do not lower it again."""
 RECOVERY_PER_MINUTE = 0.1
 """While answers come back, the rate rises each minute by this share of the rate that met the 429."""
 MIN_REQUESTS_PER_MINUTE = 6.0
-"""However often APIXO answers 429, a key is still tried every 10 s."""
+"""However often APIXO answers 429, a key is still allowed 6 requests a minute."""
 RATE_LOG_SECONDS = 60.0
 """How often a change of the allowed rate is logged, at most."""
-SHARED_RATE_READ_SECONDS = 2.0
-"""With a shared budget, how often a process reads the rate others learned."""
-SHARED_RATE_SECONDS = 600
-"""A shared learned rate nobody changed for this long is forgotten: new processes start at the budget."""
 
 
 def key_fingerprint(base_url: str, api_key: str) -> str:
@@ -111,10 +105,9 @@ class RequestPacer:
         self._storage_warned_until = 0.0
         self._rate = float(rpm)
         self._rate_at_429 = float(rpm)
-        self._held_until = 0.0
+        self._decreased_at = -math.inf
         self._rate_logged_until = 0.0
-        self._rate_read_at = -math.inf
-        self._rate_to_share: int | None = None
+        self._rate_lock = threading.Lock()
         self._thread_turn = threading.Lock()
         self._limiter = strategies.MovingWindowRateLimiter(_sync_storage(config.storage_uri))
         self._async_parts: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _AsyncParts] = (
@@ -145,16 +138,19 @@ class RequestPacer:
         self._paused_until = until
         return wait
 
-    def rate_limited(self, retry_after: float | None) -> None:
-        """APIXO answered 429: pause the key, and halve the rate it allows (the multiplicative decrease)."""
+    def rate_limited(self, retry_after: float | None, sent_at: float) -> None:
+        """APIXO answered 429 a request sent at ``sent_at`` (the pacer's clock): pause the key, and
+        halve the rate it allows (the multiplicative decrease), once for all the requests sent
+        before the last decrease, which it already answers."""
         self._hold_all(retry_after)
-        now = self._clock()
-        if now < self._held_until:
-            return
-        self._rate_at_429 = self._rate
-        self._set_rate(max(MIN_REQUESTS_PER_MINUTE, self._rate * DECREASE_FACTOR))
-        self._held_until = now + DECREASE_HOLD_SECONDS
-        self._log_rate(now)
+        with self._rate_lock:
+            if sent_at < self._decreased_at:
+                return
+            now = self._clock()
+            self._rate_at_429 = self._rate
+            self._rate = max(MIN_REQUESTS_PER_MINUTE, self._rate * DECREASE_FACTOR)
+            self._decreased_at = now
+            self._log_rate(now)
 
     def answered(self) -> None:
         """A request was answered: raise the allowed rate a little (the additive increase).
@@ -165,32 +161,16 @@ class RequestPacer:
         budget = self.config.requests_per_minute
         if self._rate >= budget:
             return
-        step = max(1.0, RECOVERY_PER_MINUTE * self._rate_at_429)
-        self._set_rate(min(float(budget), self._rate + step / self._rate))
-        if self._rate >= budget:
-            self._rate_logged_until = 0.0
-        self._log_rate(self._clock())
+        with self._rate_lock:
+            step = max(1.0, RECOVERY_PER_MINUTE * self._rate_at_429)
+            self._rate = min(float(budget), self._rate + step / self._rate)
+            if self._rate >= budget:
+                self._rate_logged_until = 0.0
+            self._log_rate(self._clock())
 
-    def _set_rate(self, rate: float) -> None:
-        """Change the allowed rate; a shared budget shares it at the next request (whole numbers)."""
-        if self.config.storage_uri is not None and int(rate) != int(self._rate):
-            self._rate_to_share = int(rate)
-        self._rate = rate
-
-    def _shared_rate_due(self) -> bool:
-        """Whether the shared learned rate is to be read or written now (then a read is reset)."""
-        if self.config.storage_uri is None:
-            return False
-        now = self._clock()
-        if self._rate_to_share is None and now < self._rate_read_at + SHARED_RATE_READ_SECONDS:
-            return False
-        self._rate_read_at = now
-        return True
-
-    def _sync_shared_rate(self, shared: int, written: int | None) -> None:
-        """What the storage said: adopt another process's rate, unless this one just wrote its own."""
-        if written is None and shared > 0 and shared != int(self._rate):
-            self._rate = float(min(shared, self.config.requests_per_minute))
+    def clock(self) -> float:
+        """The pacer's time: when a request is sent, for :meth:`rate_limited`."""
+        return self._clock()
 
     def _items(self) -> tuple[RateLimitItem, ...]:
         return self._second, _MinuteWindow(max(1, int(self._rate)))
@@ -223,8 +203,6 @@ class RequestPacer:
         if (paused := self._paused_left()) > 0:
             return paused
         try:
-            if self._shared_rate_due():
-                self._exchange_rate(self._limiter.storage)
             for item in self._items():
                 if not self._limiter.hit(item, self.config.fingerprint):
                     stats = self._limiter.get_window_stats(item, self.config.fingerprint)
@@ -232,17 +210,6 @@ class RequestPacer:
         except StorageError as error:
             return self._storage_failed(error)
         return 0.0
-
-    def _exchange_rate(self, shared: storage.Storage) -> None:
-        key, written = self._rate_key(), self._rate_to_share
-        if written is not None:
-            self._rate_to_share = None
-            shared.clear(key)
-            shared.incr(key, SHARED_RATE_SECONDS, amount=written)
-        self._sync_shared_rate(shared.get(key), written)
-
-    def _rate_key(self) -> str:
-        return f"learned-rate/{self.config.fingerprint}"
 
     def _paused_left(self) -> float:
         return self._paused_until - self._clock()
@@ -283,8 +250,6 @@ class _AsyncParts:
         if (paused := pacer._paused_left()) > 0:
             return paused
         try:
-            if pacer._shared_rate_due():
-                await self._exchange_rate()
             for item in pacer._items():
                 if not await self._limiter.hit(item, pacer.config.fingerprint):
                     stats = await self._limiter.get_window_stats(item, pacer.config.fingerprint)
@@ -292,17 +257,6 @@ class _AsyncParts:
         except StorageError as error:
             return pacer._storage_failed(error)
         return 0.0
-
-    async def _exchange_rate(self) -> None:
-        """:meth:`RequestPacer._exchange_rate` on this loop's client."""
-        assert self._limiter is not None
-        pacer, shared = self.pacer, self._limiter.storage
-        key, written = pacer._rate_key(), pacer._rate_to_share
-        if written is not None:
-            pacer._rate_to_share = None
-            await shared.clear(key)
-            await shared.incr(key, SHARED_RATE_SECONDS, amount=written)
-        pacer._sync_shared_rate(await shared.get(key), written)
 
 
 class _MinuteWindow(RateLimitItemPerMinute):

@@ -184,7 +184,7 @@ class TaskPoller:
 
     def _on_error(self, error: ApixoError) -> PollOutcome | None:
         if isinstance(error, ApixoRateLimitError):  # the key's rate is spent, the task is fine: read later
-            self.log.info(
+            self.log.debug(
                 "Reading APIXO task %s was answered 429 (too many requests): reading later", self.task_id
             )
             return None

@@ -114,10 +114,10 @@ def redis_server() -> Iterator[str]:
 
 def _postgres_bin(name: str) -> str | None:
     """A PostgreSQL server program: on PATH, or where Debian's ``postgresql`` puts it."""
-    found = shutil.which(name) or next(
-        iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))[-1:]), None
+    by_version = sorted(
+        glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), key=lambda path: int(Path(path).parts[4])
     )
-    return found
+    return shutil.which(name) or (by_version[-1] if by_version else None)
 
 
 @contextlib.contextmanager

@@ -115,9 +115,11 @@ def sent_in(pacer: RequestPacer, clock: FakeClock, seconds: float) -> int:
 def test_a_429_halves_the_rate_and_answers_raise_it_back_to_the_budget(clock: FakeClock) -> None:
     pacer = fake_pacer(clock, 600)
     assert sent_in(pacer, clock, 60) == pytest.approx(600, abs=1)  # busy at the budget
-    pacer.rate_limited(None)
+    sent_at = pacer.clock()
+    clock.sleep(0.5)
+    pacer.rate_limited(None, sent_at)
     assert pacer.rate == 300
-    pacer.rate_limited(None)  # the same moment of congestion: not halved again
+    pacer.rate_limited(None, sent_at)  # sent before the decrease: the same congestion, not halved again
     assert pacer.rate == 300
 
     # The minute window still holds the minute before the 429: the next minute gets the halved rate.
@@ -131,8 +133,8 @@ def test_429s_in_a_row_lower_the_rate_to_a_floor(clock: FakeClock, caplog: pytes
     pacer = fake_pacer(clock, 9000)
     with caplog.at_level(logging.WARNING, logger="airflow_provider_nanobanana.pacing"):
         for _ in range(20):
-            pacer.rate_limited(None)
-            clock.sleep(pacing.DECREASE_HOLD_SECONDS)
+            pacer.rate_limited(None, pacer.clock())
+            clock.sleep(1)
     assert pacer.rate == pacing.MIN_REQUESTS_PER_MINUTE
     assert pacer.spacing == pytest.approx(10.0)
     changes = [r.message for r in caplog.records if "limited by APIXO: pacing at" in r.message]
@@ -191,28 +193,3 @@ def test_an_unreachable_shared_budget_lets_requests_through_with_one_warning(
     warnings = [r for r in caplog.records if "unpaced" in r.getMessage()]
     assert len(warnings) == 1
     assert "hunter2" not in caplog.text
-
-
-@pytest.mark.parametrize("waits", ["blocking", "async"])
-async def test_a_rate_learned_in_one_process_is_read_by_the_others_sharing_the_budget(
-    clock: FakeClock, redis_url: str, waits: str
-) -> None:
-    """Two pacers of one key on one Redis, as in two processes: a fresh one starts at the learned rate."""
-    config = PacerConfig("key-shared", 600, redis_url)
-    limited, fresh = (
-        RequestPacer(config, clock=clock.time, sleep=clock.sleep, asleep=clock.asleep) for _ in range(2)
-    )
-    limited.acquire()
-    fresh.acquire()
-    limited.rate_limited(None)
-    clock.sleep(pacing.DEFAULT_PAUSE_SECONDS)
-    if waits == "blocking":
-        limited.acquire()  # shares the halved rate with its next request
-        clock.sleep(pacing.SHARED_RATE_READ_SECONDS)
-        fresh.acquire()
-    else:
-        await limited.aacquire()
-        clock.sleep(pacing.SHARED_RATE_READ_SECONDS)
-        await fresh.aacquire()
-
-    assert fresh.rate == limited.rate == 300

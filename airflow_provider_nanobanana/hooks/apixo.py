@@ -132,14 +132,16 @@ class ApixoHook(ApixoBaseHook):
         return task_id
 
     def get_task_status(self, model: str, task_id: str, *, time_limit: float | None = None) -> TaskStatus:
-        """Read a task's status; ``model`` must be the one the task was created with.
+        """Read a task's status; ``model`` must be the one the task was created with. An answer 429
+        is retried like any transient failure, not for the key's capacity: a wait reads later.
 
         :param time_limit: seconds the read may take, retries included (default: as long as the
             retry policy and the request timeout allow).
         """
         check_model_id(model)
         path, what = STATUS_PATH.format(model=model), f"Reading APIXO task {task_id}"
-        data = self._call("GET", path, what=what, time_limit=time_limit, params=status_query(task_id))
+        params = status_query(task_id)
+        data = self._call("GET", path, what=what, time_limit=time_limit, capacity_wait=0, params=params)
         return TaskStatus.from_api(data)
 
     async def aget_task_status(self, model: str, task_id: str) -> TaskStatus:
@@ -149,7 +151,8 @@ class ApixoHook(ApixoBaseHook):
     async def _aread_status(self, model: str, task_id: str, *, granted: bool) -> TaskStatus:
         check_model_id(model)
         path, what = STATUS_PATH.format(model=model), f"Reading APIXO task {task_id}"
-        data = await self._acall("GET", path, what=what, granted=granted, params=status_query(task_id))
+        params = status_query(task_id)
+        data = await self._acall("GET", path, what=what, granted=granted, capacity_wait=0, params=params)
         return TaskStatus.from_api(data)
 
     def wait_for_task(

@@ -13,6 +13,7 @@ towards ``max_attempts``.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import random
 import time
@@ -28,7 +29,6 @@ from airflow_provider_nanobanana.exceptions import ApixoApiError, ApixoError, Ap
 from airflow_provider_nanobanana.hooks.responses import read_envelope, transport_error
 
 if TYPE_CHECKING:
-    import logging
     from collections.abc import Iterator
 
     from tenacity import RetryCallState
@@ -59,7 +59,7 @@ class RetryPolicy:
         error = state.outcome.exception() if state.outcome else None
         if isinstance(error, ApixoApiError) and error.retry_after is not None:
             return min(error.retry_after, self.max_wait)
-        ceiling = min(self.max_wait, self.initial_wait * 2 ** (state.attempt_number - 1))
+        ceiling = min(self.max_wait, self.initial_wait * 2 ** min(state.attempt_number - 1, 30))
         return random.uniform(0, ceiling)
 
 
@@ -104,14 +104,15 @@ class Transport:
             pacer.acquire()
             with shared.slots:
                 left = min(timeout, max(0.0, ends - time.monotonic()))
+                sent_at = pacer.clock()
                 try:
                     response = shared.client.request(method, path, timeout=left, **kwargs)
                 except httpx.HTTPError as error:
                     raise transport_error(error, method, what, self.conn_id) from error
-            return self._checked(response, what)
+            return self._checked(response, what, sent_at)
 
         options = self._retry_options(what, attempts, time_limit, capacity_wait)
-        with _waited_for_capacity(what, options["stop"]):
+        with self._waited_for_capacity(method, what, options["stop"]):
             return Retrying(**options)(attempt)
 
     async def arequest(
@@ -137,17 +138,18 @@ class Transport:
                 await pacer.aacquire()
             turn_taken = False
             async with shared.slots:
+                sent_at = pacer.clock()
                 try:
                     response = await shared.client.request(method, path, **kwargs)
                 except httpx.HTTPError as error:
                     raise transport_error(error, method, what, self.conn_id) from error
-            return self._checked(response, what)
+            return self._checked(response, what, sent_at)
 
         options = self._retry_options(what, attempts, capacity_wait=capacity_wait)
-        with _waited_for_capacity(what, options["stop"]):
+        with self._waited_for_capacity(method, what, options["stop"]):
             return await AsyncRetrying(**options)(attempt)
 
-    def _checked(self, response: httpx.Response, what: str) -> Any:
+    def _checked(self, response: httpx.Response, what: str, sent_at: float) -> Any:
         """The envelope's data. A 429 slows the whole key down, any ``Retry-After`` pauses it, and
         an answer lets it speed up again."""
         try:
@@ -155,12 +157,29 @@ class Transport:
         except ApixoApiError as error:
             retry_after = None if error.retry_after is None else min(error.retry_after, self.policy.max_wait)
             if isinstance(error, ApixoRateLimitError):
-                self.pacer.rate_limited(retry_after)
+                self.pacer.rate_limited(retry_after, sent_at)
             elif retry_after is not None:
                 self.pacer.pause(retry_after)
             raise
         self.pacer.answered()
         return data
+
+    @contextlib.contextmanager
+    def _waited_for_capacity(self, method: str, what: str, stop: stop_base) -> Iterator[None]:
+        """Name the limit when answers 429 outlasted a capacity wait (not when there was none)."""
+        try:
+            yield
+        except ApixoRateLimitError as error:
+            stops = [stop, *getattr(stop, "stops", ())]
+            waited = next((each for each in stops if isinstance(each, _StopAfter)), None)
+            if waited is None or not waited.out_of_capacity:
+                raise
+            detail = f"{what} was still answered 429 after {waited.capacity_wait:g} s of waiting for capacity"
+            if method == "POST":
+                detail += "; nothing was taken, so a retry of the Airflow task sends it again"
+            raise ApixoRateLimitError(
+                error.http_status, error.api_message, detail, error.retry_after, conn_id=self.conn_id
+            ) from error
 
     def _retry_options(
         self,
@@ -180,13 +199,13 @@ class Transport:
         def log_retry(state: RetryCallState) -> None:
             error = state.outcome.exception() if state.outcome else None
             sleep = state.next_action.sleep if state.next_action else 0.0
-            if isinstance(error, ApixoRateLimitError):
+            if isinstance(error, ApixoRateLimitError) and wait_for > 0:
                 waited = state.seconds_since_start or 0.0
-                self.log.info(
-                    "%s was answered 429 (too many requests): trying again in %.1f s, paced, "
-                    "for up to %.0f s more",
+                first = state.attempt_number - stop_after.failures == 1
+                self.log.log(
+                    logging.INFO if first else logging.DEBUG,
+                    "%s was answered 429 (too many requests): trying again, paced, for up to %.0f s more",
                     what,
-                    sleep,
                     max(0.0, wait_for - waited),
                 )
                 return
@@ -210,7 +229,8 @@ class Transport:
 
 class _StopAfter(stop_base):
     """Stop after ``max_attempts`` failures other than 429, or once answers 429 have gone on for
-    ``capacity_wait`` seconds: a 429 says the key's rate is spent, not that the request is wrong."""
+    ``capacity_wait`` seconds: a 429 says the key's rate is spent, not that the request is wrong.
+    Without a capacity wait (0), a 429 is one more failure."""
 
     def __init__(self, max_attempts: int, capacity_wait: float) -> None:
         self.max_attempts = max_attempts
@@ -220,29 +240,11 @@ class _StopAfter(stop_base):
 
     def __call__(self, state: RetryCallState) -> bool:
         error = state.outcome.exception() if state.outcome else None
-        if isinstance(error, ApixoRateLimitError):
+        if isinstance(error, ApixoRateLimitError) and self.capacity_wait > 0:
             self.out_of_capacity = (state.seconds_since_start or 0.0) >= self.capacity_wait
             return self.out_of_capacity
         self.failures += 1
         return self.failures >= self.max_attempts
-
-
-@contextlib.contextmanager
-def _waited_for_capacity(what: str, stop: stop_base) -> Iterator[None]:
-    """Name the limit when answers 429 outlasted the capacity wait."""
-    try:
-        yield
-    except ApixoRateLimitError as error:
-        stops = [stop, *getattr(stop, "stops", ())]
-        waited = next((each for each in stops if isinstance(each, _StopAfter) and each.out_of_capacity), None)
-        if waited is None:
-            raise
-        raise ApixoRateLimitError(
-            error.http_status,
-            error.api_message,
-            f"{what} was still answered 429 after waiting {waited.capacity_wait:g} s for the key's "
-            "capacity (capacity_wait); nothing was taken, so a retry of the Airflow task may send it again",
-        ) from error
 
 
 def client_options(settings: ConnectionSettings) -> dict[str, Any]:
