@@ -185,18 +185,31 @@ class RequestPacer:
         else:
             log.warning("APIXO key limited by APIXO: pacing at %d/min (budget %d/min)", self._rate, budget)
 
-    def acquire(self) -> None:
-        """Block until one request may be sent (for the worker's sync calls)."""
+    def acquire(self, until: float | None = None) -> bool:
+        """Block until one request may be sent (for the worker's sync calls). With ``until`` (the
+        pacer's clock), wait no later than that: False when the turn would come after it."""
         with self._thread_turn:
             while (wait := self._take()) > 0:
+                if (left := self._left_before(until)) < wait:
+                    self._sleep(left)
+                    return False
                 self._sleep(wait)
+        return True
 
-    async def aacquire(self) -> None:
-        """Wait until one request may be sent, without blocking the event loop."""
+    async def aacquire(self, until: float | None = None) -> bool:
+        """Wait until one request may be sent, without blocking the event loop; ``until`` as for
+        :meth:`acquire`."""
         parts = self._parts_for(asyncio.get_running_loop())
         async with parts.turn:
             while (wait := await parts.take()) > 0:
+                if (left := self._left_before(until)) < wait:
+                    await self._asleep(left)
+                    return False
                 await self._asleep(wait)
+        return True
+
+    def _left_before(self, until: float | None) -> float:
+        return math.inf if until is None else max(0.0, until - self._clock())
 
     def _take(self) -> float:
         """Take one request from the budget; 0 when taken, else how long to wait before trying again."""

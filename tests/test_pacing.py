@@ -141,6 +141,29 @@ def test_429s_in_a_row_lower_the_rate_to_a_floor(clock: FakeClock, caplog: pytes
     assert changes == ["APIXO key limited by APIXO: pacing at 4500/min (budget 9000/min)"]  # once a minute
 
 
+def test_a_turn_after_the_deadline_is_not_waited_for(clock: FakeClock) -> None:
+    pacer = fake_pacer(clock, 30)
+    for _ in range(30):  # the minute's budget, ten a second
+        pacer.acquire()
+    started = clock.now
+
+    assert not pacer.acquire(until=started + 5)  # the next turn is a minute away
+    assert clock.now == started + 5  # it waited up to the deadline, no further
+    assert pacer.acquire(until=started + 120)
+    assert started + 5 < clock.now <= started + 60
+
+
+async def test_an_async_turn_after_the_deadline_is_not_waited_for(clock: FakeClock) -> None:
+    pacer = fake_pacer(clock, 30)
+    for _ in range(30):
+        await pacer.aacquire()
+    started = clock.now
+
+    assert not await pacer.aacquire(until=started + 5)
+    assert clock.now == started + 5
+    assert await pacer.aacquire(until=started + 120)
+
+
 def test_two_keys_never_share_a_budget(clock: FakeClock) -> None:
     first, second = fake_pacer(clock, 30, "key-a"), fake_pacer(clock, 30, "key-b")
     for _ in range(10):

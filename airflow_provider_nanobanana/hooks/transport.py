@@ -99,9 +99,12 @@ class Transport:
         policy's)."""
         pacer = self.pacer
         ends = math.inf if time_limit is None else time.monotonic() + time_limit
+        stop, options = self._retry_options(what, attempts, time_limit, capacity_wait)
+        capacity_ends = pacer.clock() + stop.capacity_wait
 
         def attempt() -> Any:
-            pacer.acquire()
+            if not pacer.acquire(until=stop.pacing_deadline(capacity_ends)):
+                raise stop.gave_up()
             with shared.slots:
                 left = min(timeout, max(0.0, ends - time.monotonic()))
                 sent_at = pacer.clock()
@@ -111,8 +114,7 @@ class Transport:
                     raise transport_error(error, method, what, self.conn_id) from error
             return self._checked(response, what, sent_at)
 
-        options = self._retry_options(what, attempts, time_limit, capacity_wait)
-        with self._waited_for_capacity(method, what, options["stop"]):
+        with self._waited_for_capacity(method, what, stop):
             return Retrying(**options)(attempt)
 
     async def arequest(
@@ -131,11 +133,13 @@ class Transport:
         taken (by the scheduler)."""
         pacer = self.pacer
         turn_taken = granted
+        stop, options = self._retry_options(what, attempts, capacity_wait=capacity_wait)
+        capacity_ends = pacer.clock() + stop.capacity_wait
 
         async def attempt() -> Any:
             nonlocal turn_taken
-            if not turn_taken:
-                await pacer.aacquire()
+            if not turn_taken and not await pacer.aacquire(until=stop.pacing_deadline(capacity_ends)):
+                raise stop.gave_up()
             turn_taken = False
             async with shared.slots:
                 sent_at = pacer.clock()
@@ -145,8 +149,7 @@ class Transport:
                     raise transport_error(error, method, what, self.conn_id) from error
             return self._checked(response, what, sent_at)
 
-        options = self._retry_options(what, attempts, capacity_wait=capacity_wait)
-        with self._waited_for_capacity(method, what, options["stop"]):
+        with self._waited_for_capacity(method, what, stop):
             return await AsyncRetrying(**options)(attempt)
 
     def _checked(self, response: httpx.Response, what: str, sent_at: float) -> Any:
@@ -165,14 +168,12 @@ class Transport:
         return data
 
     @contextlib.contextmanager
-    def _waited_for_capacity(self, method: str, what: str, stop: stop_base) -> Iterator[None]:
+    def _waited_for_capacity(self, method: str, what: str, waited: _StopAfter) -> Iterator[None]:
         """Name the limit when answers 429 outlasted a capacity wait (not when there was none)."""
         try:
             yield
         except ApixoRateLimitError as error:
-            stops = [stop, *getattr(stop, "stops", ())]
-            waited = next((each for each in stops if isinstance(each, _StopAfter)), None)
-            if waited is None or not waited.out_of_capacity:
+            if not waited.out_of_capacity:
                 raise
             detail = f"{what} was still answered 429 after {waited.capacity_wait:g} s of waiting for capacity"
             if method == "POST":
@@ -187,7 +188,8 @@ class Transport:
         attempts: int | None,
         time_limit: float | None = None,
         capacity_wait: float | None = None,
-    ) -> dict[str, Any]:
+    ) -> tuple[_StopAfter, dict[str, Any]]:
+        """How this request stops retrying, and the rest of tenacity's options."""
         policy = self.policy
         max_attempts = attempts or policy.max_attempts
         wait_for = policy.capacity_wait if capacity_wait is None else capacity_wait
@@ -218,7 +220,7 @@ class Transport:
                 error,
             )
 
-        return {
+        return stop_after, {
             "retry": retry_if_exception(lambda error: isinstance(error, ApixoError) and error.transient),
             "stop": stop,
             "wait": policy.wait,
@@ -230,21 +232,36 @@ class Transport:
 class _StopAfter(stop_base):
     """Stop after ``max_attempts`` failures other than 429, or once answers 429 have gone on for
     ``capacity_wait`` seconds: a 429 says the key's rate is spent, not that the request is wrong.
-    Without a capacity wait (0), a 429 is one more failure."""
+    Without a capacity wait (0), a 429 is one more failure.
+
+    The capacity wait includes the waits for the key's lowered rate in the pacer: once a 429 was
+    met, a turn that would come after the wait's end is not waited for (:meth:`gave_up`)."""
 
     def __init__(self, max_attempts: int, capacity_wait: float) -> None:
         self.max_attempts = max_attempts
         self.capacity_wait = capacity_wait
         self.failures = 0
         self.out_of_capacity = False
+        self.limited: ApixoRateLimitError | None = None
 
     def __call__(self, state: RetryCallState) -> bool:
         error = state.outcome.exception() if state.outcome else None
         if isinstance(error, ApixoRateLimitError) and self.capacity_wait > 0:
-            self.out_of_capacity = (state.seconds_since_start or 0.0) >= self.capacity_wait
+            self.limited = error
+            self.out_of_capacity |= (state.seconds_since_start or 0.0) >= self.capacity_wait
             return self.out_of_capacity
         self.failures += 1
         return self.failures >= self.max_attempts
+
+    def pacing_deadline(self, capacity_ends: float) -> float | None:
+        """Until when the pacer may hold the next attempt: the capacity wait's end, once a 429 was met."""
+        return None if self.limited is None else capacity_ends
+
+    def gave_up(self) -> ApixoRateLimitError:
+        """The last 429, to raise when the pacer's turn would come after the capacity wait's end."""
+        assert self.limited is not None
+        self.out_of_capacity = True
+        return self.limited
 
 
 def client_options(settings: ConnectionSettings) -> dict[str, Any]:

@@ -155,13 +155,13 @@ def counted_turns(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     turns: list[str] = []
     sync_acquire, async_acquire = RequestPacer.acquire, RequestPacer.aacquire
 
-    def acquire(self: RequestPacer) -> None:
+    def acquire(self: RequestPacer, until: float | None = None) -> bool:
         turns.append("sync")
-        sync_acquire(self)
+        return sync_acquire(self, until)
 
-    async def aacquire(self: RequestPacer) -> None:
+    async def aacquire(self: RequestPacer, until: float | None = None) -> bool:
         turns.append("async")
-        await async_acquire(self)
+        return await async_acquire(self, until)
 
     monkeypatch.setattr(RequestPacer, "acquire", acquire)
     monkeypatch.setattr(RequestPacer, "aacquire", aacquire)
@@ -223,7 +223,7 @@ async def test_a_failing_budget_ends_the_waits_instead_of_parking_them(
     hook = ApixoHook()
     task_id = await hook.asubmit_task(MODEL, T2I)
 
-    async def broken(self: RequestPacer) -> None:
+    async def broken(self: RequestPacer, until: float | None = None) -> bool:
         raise RuntimeError("the budget's store is gone")
 
     monkeypatch.setattr(RequestPacer, "aacquire", broken)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import httpx
 import pytest
@@ -77,13 +78,19 @@ def test_submission_answered_429_more_often_than_max_attempts_waits_for_capacity
 
 
 def test_submission_answered_429_past_the_capacity_wait_fails_naming_it_and_takes_nothing(
-    make_hook, emulator_admin
+    make_hook, emulator, emulator_admin
 ):
+    """The capacity wait bounds the waits for the key's lowered rate too: at 20/min, a few 429s bring
+    the rate to its floor, and the next turn in the pacer would come a minute later."""
     emulator_admin.inject_http_errors(429, 1000, "submit", retry_after=0.05)
-    hook = make_hook(retry_policy=dataclasses.replace(FAST, capacity_wait=0.5))
+    connection = apixo_connection(emulator.base_url, requests_per_minute=20)
+    policy = dataclasses.replace(FAST, capacity_wait=1)
+    hook = make_hook("apixo_slow", connection=connection, retry_policy=policy)
+    started = time.monotonic()
     with pytest.raises(ApixoRateLimitError) as caught:
         hook.submit_task(MODEL, T2I)
-    assert "after 0.5 s of waiting for capacity; nothing was taken, so a retry of the Airflow task" in str(
+    assert 1 <= time.monotonic() - started < 5
+    assert "after 1 s of waiting for capacity; nothing was taken, so a retry of the Airflow task" in str(
         caught.value
     )
     assert emulator_admin.submissions() == 0
