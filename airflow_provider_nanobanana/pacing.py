@@ -5,11 +5,10 @@ instead of being sent into a 429, and a 429 (or any ``Retry-After``) pauses ever
 not only the one that met it. Waiters are served in arrival order, so no caller starves.
 
 The budget is what the provider was told; APIXO's 429s say what it really gets when others spend
-the key too (other processes, another deployment, another service). The pacer adapts as TCP does:
-each 429 halves the rate it allows (not again for requests sent before that), and while answers come back it
-raises the rate by a tenth of the rate that met the 429 each minute, up to the budget. The minute
+the key too (other processes, another deployment, another service). The pacer adapts as TCP does
+(:mod:`.adaptive_rate`), learning the rate with every process that shares the budget. The minute
 window counts requests at whatever rate is allowed now, so a lowered rate counts what was already
-sent. The rate is learned per process; a shared budget (below) still caps all processes together.
+sent.
 
 The budget is a moving window kept by the ``limits`` library, chosen over ``aiolimiter`` because it
 counts exactly what the API counts (requests in any 60 s), serves sync and async callers with one
@@ -35,6 +34,8 @@ from limits.aio import strategies as aio_strategies
 from limits.aio.storage import RedisStorage
 from limits.errors import StorageError
 
+from airflow_provider_nanobanana.adaptive_rate import AdaptiveRate, SharedRate
+
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
@@ -51,14 +52,6 @@ STORAGE_WARNING_SECONDS = 60.0
 BURST = 10
 """Requests a second that may always go back to back (within the minute's budget)."""
 _MIN_WAIT = 0.001
-DECREASE_FACTOR = 0.5
-"""A 429 multiplies the allowed rate by this."""
-RECOVERY_PER_MINUTE = 0.1
-"""While answers come back, the rate rises each minute by this share of the rate that met the 429."""
-MIN_REQUESTS_PER_MINUTE = 6.0
-"""However often APIXO answers 429, a key is still allowed 6 requests a minute."""
-RATE_LOG_SECONDS = 60.0
-"""How often a change of the allowed rate is logged, at most."""
 
 
 def key_fingerprint(base_url: str, api_key: str) -> str:
@@ -103,13 +96,14 @@ class RequestPacer:
         self._asleep = asleep
         self._paused_until = 0.0
         self._storage_warned_until = 0.0
-        self._rate = float(rpm)
-        self._rate_at_429 = float(rpm)
-        self._decreased_at = -math.inf
-        self._rate_logged_until = 0.0
-        self._rate_lock = threading.Lock()
+        uri = config.storage_uri
+        self._learned = (
+            AdaptiveRate(rpm, clock)
+            if uri is None
+            else SharedRate(rpm, clock, f"{REDIS_KEY_PREFIX}:rate:{config.fingerprint}", uri)
+        )
         self._thread_turn = threading.Lock()
-        self._limiter = strategies.MovingWindowRateLimiter(_sync_storage(config.storage_uri))
+        self._limiter = strategies.MovingWindowRateLimiter(_sync_storage(uri))
         self._async_parts: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _AsyncParts] = (
             weakref.WeakKeyDictionary()
         )
@@ -117,12 +111,12 @@ class RequestPacer:
     @property
     def spacing(self) -> float:
         """The even gap between requests that spends the allowed rate at its pace: 60 s / rate."""
-        return 60.0 / self._rate
+        return 60.0 / self._learned.value
 
     @property
     def rate(self) -> float:
         """Requests a minute this key may spend now: the budget, or less while APIXO answers 429."""
-        return self._rate
+        return self._learned.value
 
     def pause(self, seconds: float | None) -> None:
         """APIXO said slow down: hold every request of this key for ``seconds`` (default 1 s)."""
@@ -140,50 +134,20 @@ class RequestPacer:
 
     def rate_limited(self, retry_after: float | None, sent_at: float) -> None:
         """APIXO answered 429 a request sent at ``sent_at`` (the pacer's clock): pause the key, and
-        halve the rate it allows (the multiplicative decrease), once for all the requests sent
-        before the last decrease, which it already answers."""
+        lower the rate it allows (the multiplicative decrease)."""
         self._hold_all(retry_after)
-        with self._rate_lock:
-            if sent_at < self._decreased_at:
-                return
-            now = self._clock()
-            self._rate_at_429 = self._rate
-            self._rate = max(MIN_REQUESTS_PER_MINUTE, self._rate * DECREASE_FACTOR)
-            self._decreased_at = now
-            self._log_rate(now)
+        self._learned.limited(sent_at)
 
     def answered(self) -> None:
-        """A request was answered: raise the allowed rate a little (the additive increase).
-
-        Each answer adds ``step / rate``, so a key busy at its rate gains ``step`` a minute (TCP's
-        ``cwnd += 1/cwnd``), and an idle one gains nothing it has not shown it can use.
-        """
-        budget = self.config.requests_per_minute
-        if self._rate >= budget:
-            return
-        with self._rate_lock:
-            step = max(1.0, RECOVERY_PER_MINUTE * self._rate_at_429)
-            self._rate = min(float(budget), self._rate + step / self._rate)
-            if self._rate >= budget:
-                self._rate_logged_until = 0.0
-            self._log_rate(self._clock())
+        """A request was answered: raise the allowed rate a little (the additive increase)."""
+        self._learned.answered()
 
     def clock(self) -> float:
         """The pacer's time: when a request is sent, for :meth:`rate_limited`."""
         return self._clock()
 
     def _items(self) -> tuple[RateLimitItem, ...]:
-        return self._second, _MinuteWindow(max(1, int(self._rate)))
-
-    def _log_rate(self, now: float) -> None:
-        if now < self._rate_logged_until:
-            return
-        self._rate_logged_until = now + RATE_LOG_SECONDS
-        budget = self.config.requests_per_minute
-        if self._rate >= budget:
-            log.info("APIXO key no longer limited: pacing at its budget of %d/min", budget)
-        else:
-            log.warning("APIXO key limited by APIXO: pacing at %d/min (budget %d/min)", self._rate, budget)
+        return self._second, _MinuteWindow(max(1, int(self._learned.value)))
 
     def acquire(self, until: float | None = None) -> bool:
         """Block until one request may be sent (for the worker's sync calls). With ``until`` (the
@@ -213,9 +177,12 @@ class RequestPacer:
 
     def _take(self) -> float:
         """Take one request from the budget; 0 when taken, else how long to wait before trying again."""
-        if (paused := self._paused_left()) > 0:
-            return paused
         try:
+            learned = self._learned
+            if isinstance(learned, SharedRate) and learned.sync_due():
+                learned.sync()
+            if (paused := self._paused_left()) > 0:
+                return paused
             for item in self._items():
                 if not self._limiter.hit(item, self.config.fingerprint):
                     stats = self._limiter.get_window_stats(item, self.config.fingerprint)
@@ -255,14 +222,19 @@ class _AsyncParts:
         self.turn = asyncio.Lock()
         uri = pacer.config.storage_uri
         self._limiter = None if uri is None else _async_limiter(uri)
+        learned = pacer._learned
+        self._shared = learned if isinstance(learned, SharedRate) else None
+        self._redis = None if self._shared is None else self._shared.async_client()
 
     async def take(self) -> float:
         pacer = self.pacer
         if self._limiter is None:  # in memory: the sync limiter never blocks
             return pacer._take()
-        if (paused := pacer._paused_left()) > 0:
-            return paused
         try:
+            if self._shared is not None and self._shared.sync_due():
+                await self._shared.async_sync(self._redis)
+            if (paused := pacer._paused_left()) > 0:
+                return paused
             for item in pacer._items():
                 if not await self._limiter.hit(item, pacer.config.fingerprint):
                     stats = await self._limiter.get_window_stats(item, pacer.config.fingerprint)

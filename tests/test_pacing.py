@@ -11,7 +11,7 @@ from collections import deque
 import limits.storage.memory
 import pytest
 
-from airflow_provider_nanobanana import pacing
+from airflow_provider_nanobanana import adaptive_rate, pacing
 from airflow_provider_nanobanana.pacing import PacerConfig, RequestPacer, key_fingerprint, pacer_for
 
 
@@ -135,7 +135,7 @@ def test_429s_in_a_row_lower_the_rate_to_a_floor(clock: FakeClock, caplog: pytes
         for _ in range(20):
             pacer.rate_limited(None, pacer.clock())
             clock.sleep(1)
-    assert pacer.rate == pacing.MIN_REQUESTS_PER_MINUTE
+    assert pacer.rate == adaptive_rate.MIN_REQUESTS_PER_MINUTE
     assert pacer.spacing == pytest.approx(10.0)
     changes = [r.message for r in caplog.records if "limited by APIXO: pacing at" in r.message]
     assert changes == ["APIXO key limited by APIXO: pacing at 4500/min (budget 9000/min)"]  # once a minute
