@@ -53,39 +53,40 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# The whole suite, arranged for a 2-core machine. Unit tests mostly wait on loopback HTTP, so the
-# newest Airflow's unit tests and the older Airflows' unit and DAG tests run at once, each logging to
-# its venv's pytest.log (printed when all end). Then the tests that time Airflow's own processes
-# (dag.test, airflow standalone, the Celery topology) run on the newest Airflow with the machine to
-# themselves, and the older Airflows' checks under `airflow standalone`: the fault drills on the
-# oldest (a worker SIGKILLed after submitting is paid for once), the connection form in headless
-# Chromium on the newest version that builds it from the hook's form methods (3.0's UI lays the form
-# out differently; the form's fields are checked there without a browser).
+# The whole suite, arranged for a 2-core machine. The unit and DAG tests mostly wait on loopback
+# HTTP, so each Airflow's run at once, each logging to its venv's pytest.log (printed when all end).
+# Then the tests that start Airflow's services (airflow standalone, the Celery topology) run on the
+# newest Airflow with the machine to themselves, and the older Airflows' checks under standalone: the
+# fault drills on the oldest (a worker SIGKILLed after submitting is paid for once), the connection
+# form in headless Chromium on the newest version that builds it from the hook's form methods (3.0's
+# UI lays the form out differently; the form's fields are checked there without a browser).
 test: lint system-deps older-airflows
-	@echo "== At once: the unit tests on the newest Airflow, the unit and DAG tests on $(OLDER_VERSIONS)"
-	@$(BIN)/pytest -m unit >$(VENV)/pytest.log 2>&1 & pids="$$!:$(VENV)"; \
+	@echo "== At once: the unit and DAG tests on the newest Airflow and on $(OLDER_VERSIONS)"
+	@$(BIN)/pytest -m "unit or dag" >$(VENV)/pytest.log 2>&1 & pids="$$!:$(VENV)"; \
 	for version in $(OLDER_VERSIONS); do venv=.venv-airflow-$$version; \
 		$$venv/bin/pytest $(OLDER_AIRFLOW_SUITE) >$$venv/pytest.log 2>&1 & pids="$$pids $$!:$$venv"; done; \
 	failed=""; for job in $$pids; do wait $${job%%:*} || failed="$$failed $${job#*:}"; done; \
 	for job in $$pids; do echo "== $${job#*:}/pytest.log"; cat $${job#*:}/pytest.log; done; \
 	if [ -n "$$failed" ]; then echo "== failed in$$failed"; exit 1; fi
-	@echo "== The newest Airflow: the DAG, standalone and topology tests"
-	$(BIN)/pytest -m "not unit"
+	@echo "== The newest Airflow: the standalone and topology tests"
+	$(BIN)/pytest -m "e2e or topology"
 	@echo "== Airflow $(OLDEST_AIRFLOW): the fault drills under airflow standalone"
 	.venv-airflow-$(OLDEST_AIRFLOW)/bin/pytest tests/e2e/test_fault_drills.py
 	@echo "== Airflow $(HOOK_FORM_AIRFLOW): the connection form from the hook's methods in Chromium"
 	.venv-airflow-$(HOOK_FORM_AIRFLOW)/bin/pytest tests/e2e/test_connection_form.py
 
-# Each older Airflow in a venv of its own (.venv-airflow-VERSION), built once; installing the provider
-# into it leaves its Airflow alone.
+# Each older Airflow in a venv of its own (.venv-airflow-VERSION), built once (all at once); installing
+# the provider into it leaves its Airflow alone.
 older-airflows: install
-	set -e; for pinned in $(OLDER_AIRFLOWS); do \
+	@pids=""; for pinned in $(OLDER_AIRFLOWS); do \
 		version=$${pinned%@*}; venv=.venv-airflow-$$version; \
 		[ $$venv/.installed -nt pyproject.toml ] || { \
-			$(BIN)/uv venv --clear --quiet --python $(BIN)/python $$venv; \
+			$(BIN)/uv venv --clear --quiet --python $(BIN)/python $$venv && \
 			$(BIN)/uv pip install --quiet --python $$venv/bin/python --exclude-newer $${pinned#*@} \
-				"apache-airflow==$$version" -e '.[test]'; \
-			touch $$venv/.installed; }; \
+				"apache-airflow==$$version" -e '.[test]' && \
+			touch $$venv/.installed; } & pids="$$pids $$!"; done; \
+	for pid in $$pids; do wait $$pid || exit 1; done
+	set -e; for version in $(OLDER_VERSIONS); do venv=.venv-airflow-$$version; \
 		echo "== Airflow $$version: installing the provider into it leaves its Airflow alone"; \
 		if $(BIN)/uv pip install --dry-run --python $$venv/bin/python . 2>&1 \
 			| grep -E '^ [-+] apache-airflow(-core|-task-sdk)?=='; then exit 1; fi; \

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from limits.errors import StorageError
 
+from airflow_provider_nanobanana import metrics
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
@@ -66,15 +68,18 @@ class AdaptiveRate:
 
     :param budget: the most it may spend (the connection's ``requests_per_minute``).
     :param clock: Unix time, the pacer's.
+    :param key: the key's fingerprint, which names it in the ``apixo.rate`` gauge.
     """
 
-    def __init__(self, budget: int, clock: Callable[[], float]) -> None:
+    def __init__(self, budget: int, clock: Callable[[], float], key: str) -> None:
         self.budget = float(budget)
+        self.key = key
         self._clock = clock
         self._rate = self.budget
         self._rate_at_429 = self.budget
         self._decreased_at = 0.0
         self._logged_until = 0.0
+        self._reported = int(self.budget)
         self._lock = threading.Lock()
 
     @property
@@ -114,7 +119,11 @@ class AdaptiveRate:
                 self._log(self._clock())
 
     def _log(self, now: float) -> None:
-        """At most once a minute; at once when the rate is back at the budget."""
+        """The ``apixo.rate`` gauge at each whole request a minute; the log at most once a minute,
+        and at once when the rate is back at the budget."""
+        if int(self._rate) != self._reported:
+            self._reported = int(self._rate)
+            metrics.gauge("rate", self._reported, key=self.key)
         if self._rate >= self.budget:
             if self._logged_until:
                 self._logged_until = 0.0
@@ -135,8 +144,8 @@ class SharedRate(AdaptiveRate):
     :param uri: the Redis URL (``redis://host:port/db``).
     """
 
-    def __init__(self, budget: int, clock: Callable[[], float], redis_key: str, uri: str) -> None:
-        super().__init__(budget, clock)
+    def __init__(self, budget: int, clock: Callable[[], float], key: str, redis_key: str, uri: str) -> None:
+        super().__init__(budget, clock, key)
         self.redis_key = redis_key
         self._uri = uri
         self._client: Any = None

@@ -69,6 +69,11 @@ try:
 except ImportError:  # Airflow 3.0
     from airflow.utils.context import context_merge  # type: ignore[no-redef,attr-defined,unused-ignore]
 
+try:
+    from airflow.sdk.observability.stats import Stats
+except ImportError:  # Airflow 3.0 and 3.1 (3.2 and 3.3 keep a deprecated shim here)
+    from airflow.stats import Stats  # type: ignore[no-redef,attr-defined,unused-ignore]
+
 __all__ = [
     "AIRFLOW_V_3_1_PLUS",
     "AIRFLOW_V_3_2_PLUS",
@@ -82,6 +87,7 @@ __all__ = [
     "AirflowSkipException",
     "AirflowTaskTimeout",
     "BaseHook",
+    "Stats",
     "TaskDeferred",
     "aget_connection",
     "context_merge",

@@ -34,6 +34,7 @@ from limits.aio import strategies as aio_strategies
 from limits.aio.storage import RedisStorage
 from limits.errors import StorageError
 
+from airflow_provider_nanobanana import metrics
 from airflow_provider_nanobanana.adaptive_rate import AdaptiveRate, SharedRate
 
 if TYPE_CHECKING:
@@ -98,9 +99,11 @@ class RequestPacer:
         self._storage_warned_until = 0.0
         uri = config.storage_uri
         self._learned = (
-            AdaptiveRate(rpm, clock)
+            AdaptiveRate(rpm, clock, config.fingerprint)
             if uri is None
-            else SharedRate(rpm, clock, f"{REDIS_KEY_PREFIX}:rate:{config.fingerprint}", uri)
+            else SharedRate(
+                rpm, clock, config.fingerprint, f"{REDIS_KEY_PREFIX}:rate:{config.fingerprint}", uri
+            )
         )
         self._thread_turn = threading.Lock()
         self._limiter = strategies.MovingWindowRateLimiter(_sync_storage(uri))
@@ -152,24 +155,28 @@ class RequestPacer:
     def acquire(self, until: float | None = None) -> bool:
         """Block until one request may be sent (for the worker's sync calls). With ``until`` (the
         pacer's clock), wait no later than that: False when the turn would come after it."""
+        started = self._clock()
         with self._thread_turn:
             while (wait := self._take()) > 0:
                 if (left := self._left_before(until)) < wait:
                     self._sleep(left)
                     return False
                 self._sleep(wait)
+        metrics.timing("budget_wait", self._clock() - started)
         return True
 
     async def aacquire(self, until: float | None = None) -> bool:
         """Wait until one request may be sent, without blocking the event loop; ``until`` as for
         :meth:`acquire`."""
         parts = self._parts_for(asyncio.get_running_loop())
+        started = self._clock()
         async with parts.turn:
             while (wait := await parts.take()) > 0:
                 if (left := self._left_before(until)) < wait:
                     await self._asleep(left)
                     return False
                 await self._asleep(wait)
+        metrics.timing("budget_wait", self._clock() - started)
         return True
 
     def _left_before(self, until: float | None) -> float:

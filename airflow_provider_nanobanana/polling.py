@@ -82,6 +82,10 @@ class OutcomeStatus(StrEnum):
 _TERMINAL_STATE = {OutcomeStatus.SUCCESS: TaskState.SUCCESS, OutcomeStatus.FAILED: TaskState.FAILED}
 
 
+REATTACHED = "reattached"
+"""The key of a trigger event that says an earlier try submitted the task waited for."""
+
+
 @dataclass(frozen=True)
 class PollOutcome:
     """The end of a wait. ``task`` is the last status read, when there was one."""

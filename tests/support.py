@@ -12,6 +12,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -344,6 +345,80 @@ class LocalReceiver:
     ) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def dags_test(dag_id: str, conf: dict[str, Any], environment: dict[str, str]) -> str:
+    """``airflow dags test`` in a process of its own, on the suite's Airflow home with ``environment``
+    added (``[metrics]``, ``[openlineage]``: what Airflow reads once, at start); its output."""
+    airflow = Path(sys.executable).parent / "airflow"
+    command = [str(airflow), "dags", "test", dag_id, "--conf", json.dumps(conf)]
+    done = subprocess.run(
+        command, env={**os.environ, **environment}, capture_output=True, text=True, timeout=600, check=False
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-5000:]
+    return output
+
+
+class StatsdReceiver:
+    """A StatsD server: a UDP socket on a free loopback port that keeps every metric line it gets.
+
+    Airflow sends ``<prefix>.<name>:<value>|<type>`` lines (``c`` count, ``ms`` timer, ``g`` gauge).
+    """
+
+    def __init__(self) -> None:
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._socket.bind(("127.0.0.1", 0))
+        self._socket.settimeout(0.1)
+        self._lines: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._receive, daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self._socket.getsockname()[1])
+
+    def environment(self, prefix: str = "airflow") -> dict[str, str]:
+        """What points Airflow's ``[metrics]`` at this receiver."""
+        return {
+            "AIRFLOW__METRICS__STATSD_ON": "True",
+            "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
+            "AIRFLOW__METRICS__STATSD_PORT": str(self.port),
+            "AIRFLOW__METRICS__STATSD_PREFIX": prefix,
+        }
+
+    def values(self, name: str, kind: str) -> list[float]:
+        """The values received for the metric ``name`` (its full name) of this kind, in order."""
+        found = []
+        for line in list(self._lines):
+            for metric in line.splitlines():
+                stat, _, rest = metric.partition(":")
+                value, _, rest = rest.partition("|")
+                if stat == name and rest.split("|")[0] == kind:
+                    found.append(float(value))
+        return found
+
+    def count(self, name: str) -> float:
+        """The sum of the counter ``name``."""
+        return sum(self.values(name, "c"))
+
+    def _receive(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._lines.append(self._socket.recv(65535).decode())
+            except TimeoutError:
+                continue
+
+    def __enter__(self) -> StatsdReceiver:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._socket.close()
 
 
 def ended(admin: EmulatorAdmin, task_id: str) -> str:

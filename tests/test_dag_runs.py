@@ -89,8 +89,8 @@ def test_sensor_waits_for_a_task_submitted_upstream(
     dag: DAG, deferred: bool, emulator_admin: EmulatorAdmin, capfd: pytest.CaptureFixture[str]
 ) -> None:
     # Longer than SLOW: the sensor starts only after the submitting task has ended, later on older
-    # Airflows, and later still when make test runs three versions' suites at once on two cores.
-    state, xcoms = run(dag, prompt="a lighthouse [emulator:seconds=12]")
+    # Airflows, and later still when make test runs four versions' suites at once on two cores.
+    state, xcoms = run(dag, prompt="a lighthouse [emulator:seconds=20]")
 
     assert state == "success"
     assert deferred_in(capfd.readouterr().out) is deferred

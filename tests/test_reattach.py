@@ -131,6 +131,7 @@ def test_retry_reattaches_to_a_running_task_in_the_triggerer(emulator_admin: Emu
         operator(prompt=LONG).execute(ctx)
 
     assert deferred.value.trigger.apixo_task_id == task_id
+    assert deferred.value.trigger.reattached is True  # its event, then its result, will say so
     assert ctx["ti"].xcom["apixo_task_id"] == task_id
     assert emulator_admin.submissions() == 1
 
@@ -161,6 +162,7 @@ def test_retry_reattaches_to_a_running_task_blocking(emulator_admin: EmulatorAdm
     result = operator(prompt=prompt, deferrable=False).execute(context(store))
 
     assert result["apixo_task_id"] == task_id and result["state"] == "success"
+    assert result["reattached"] is True
     assert emulator_admin.request_count("GET", "/api/v1/statusTask") >= 2  # it waited, then read success
     assert emulator_admin.submissions() == 1
     assert RECORD_KEY not in store.values
@@ -173,6 +175,7 @@ def test_retry_returns_a_task_that_succeeded_meanwhile_without_waiting(emulator_
     result = operator().execute(context(store))  # deferrable, yet no TaskDeferred: nothing to wait for
 
     assert result["apixo_task_id"] == task_id and result["result_urls"]
+    assert result["reattached"] is True
     assert emulator_admin.submissions() == 1
     assert RECORD_KEY not in store.values
 
@@ -341,7 +344,9 @@ def test_retry_after_a_wait_without_outcome_waits_for_the_same_task(
     assert state == "success"
     assert last_try_number(dag.dag_id) == 2
     (task,) = emulator_admin.tasks()
-    assert xcoms[("generate", "return_value")]["apixo_task_id"] == task["id"]
+    result = xcoms[("generate", "return_value")]
+    assert result["apixo_task_id"] == task["id"]
+    assert (result["try_number"], result["reattached"]) == (2, True)  # one generation, paid by try 1
     assert emulator_admin.submissions() == 1
 
 

@@ -13,6 +13,7 @@ import contextlib
 import time
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_nanobanana import metrics
 from airflow_provider_nanobanana.api import (
     BALANCE_PATH,
     NANO_BANANA,
@@ -129,6 +130,7 @@ class ApixoHook(ApixoBaseHook):
     def _submitted(self, model: str, data: Any) -> str:
         task_id = parse_task_id(data)
         self.log.info("Submitted APIXO %s task %s", model, task_id)
+        metrics.count("submit", model=model)
         return task_id
 
     def get_task_status(self, model: str, task_id: str, *, time_limit: float | None = None) -> TaskStatus:
@@ -142,6 +144,7 @@ class ApixoHook(ApixoBaseHook):
         path, what = STATUS_PATH.format(model=model), f"Reading APIXO task {task_id}"
         params = status_query(task_id)
         data = self._call("GET", path, what=what, time_limit=time_limit, capacity_wait=0, params=params)
+        metrics.count("status_read", model=model)
         return TaskStatus.from_api(data)
 
     async def aget_task_status(self, model: str, task_id: str) -> TaskStatus:
@@ -153,6 +156,7 @@ class ApixoHook(ApixoBaseHook):
         path, what = STATUS_PATH.format(model=model), f"Reading APIXO task {task_id}"
         params = status_query(task_id)
         data = await self._acall("GET", path, what=what, granted=granted, capacity_wait=0, params=params)
+        metrics.count("status_read", model=model)
         return TaskStatus.from_api(data)
 
     def wait_for_task(

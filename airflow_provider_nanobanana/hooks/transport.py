@@ -24,8 +24,13 @@ import httpx
 from tenacity import AsyncRetrying, Retrying, retry_if_exception, stop_before_delay
 from tenacity.stop import stop_base
 
-from airflow_provider_nanobanana import __version__
-from airflow_provider_nanobanana.exceptions import ApixoApiError, ApixoError, ApixoRateLimitError
+from airflow_provider_nanobanana import __version__, metrics
+from airflow_provider_nanobanana.exceptions import (
+    ApixoApiError,
+    ApixoError,
+    ApixoRateLimitError,
+    ApixoServerError,
+)
 from airflow_provider_nanobanana.hooks.responses import read_envelope, transport_error
 
 if TYPE_CHECKING:
@@ -111,6 +116,7 @@ class Transport:
                 try:
                     response = shared.client.request(method, path, timeout=left, **kwargs)
                 except httpx.HTTPError as error:
+                    metrics.count("request_error")
                     raise transport_error(error, method, what, self.conn_id) from error
             return self._checked(response, what, sent_at)
 
@@ -146,6 +152,7 @@ class Transport:
                 try:
                     response = await shared.client.request(method, path, **kwargs)
                 except httpx.HTTPError as error:
+                    metrics.count("request_error")
                     raise transport_error(error, method, what, self.conn_id) from error
             return self._checked(response, what, sent_at)
 
@@ -160,9 +167,12 @@ class Transport:
         except ApixoApiError as error:
             retry_after = None if error.retry_after is None else min(error.retry_after, self.policy.max_wait)
             if isinstance(error, ApixoRateLimitError):
+                metrics.count("rate_limited")
                 self.pacer.rate_limited(retry_after, sent_at)
             elif retry_after is not None:
                 self.pacer.pause(retry_after)
+            if isinstance(error, ApixoServerError):
+                metrics.count("request_error")
             raise
         self.pacer.answered()
         return data

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 from airflow.sdk import Asset, BaseOperator
 from airflow.sdk.log import mask_secret
 
+from airflow_provider_nanobanana import metrics
 from airflow_provider_nanobanana.api import is_content_rejection
 from airflow_provider_nanobanana.callbacks import (
     CALLBACK_STATUS,
@@ -20,7 +21,12 @@ from airflow_provider_nanobanana.callbacks import (
     CallbackTicket,
     mint_ticket,
 )
-from airflow_provider_nanobanana.compat import AirflowSkipException, own_xcom, resumes_an_earlier_try
+from airflow_provider_nanobanana.compat import (
+    AirflowSkipException,
+    TaskDeferred,
+    own_xcom,
+    resumes_an_earlier_try,
+)
 from airflow_provider_nanobanana.downloads import DEFAULT_MAX_IMAGE_BYTES
 from airflow_provider_nanobanana.exceptions import ApixoError, ApixoTaskRejectedError
 from airflow_provider_nanobanana.hooks.apixo import ApixoHook
@@ -29,6 +35,7 @@ from airflow_provider_nanobanana.links import GeneratedImageLink, remember_image
 from airflow_provider_nanobanana.polling import (
     DEFAULT_MAX_CONSECUTIVE_ERRORS,
     DEFER_TIMEOUT_GRACE,
+    REATTACHED,
     VIDEO,
     PollOutcome,
     final_outcome,
@@ -83,9 +90,10 @@ class ApixoGenerateOperator(BaseOperator):
     task, an input-caused one fails for good.
 
     Returns ``{"apixo_task_id", "state", "result_urls", "create_time", "complete_time",
-    "cost_time"}``, or just the task id when ``wait_for_completion`` is False. Result URLs expire
-    (24 hours to 15 days): set ``output_path`` to store image results on the worker right after
-    success; the result then also has ``stored_paths``, ``content_types``, ``sizes`` and ``sha256``.
+    "cost_time", "try_number", "reattached"}`` (``reattached``: an earlier try paid for it), or just
+    the task id when ``wait_for_completion`` is False. Result URLs expire (24 hours to 15 days): set
+    ``output_path`` to store image results on the worker right after success; the result then also
+    has ``stored_paths``, ``content_types``, ``sizes`` and ``sha256``.
 
     :param model: the APIXO model id, such as ``seedream-4-5`` or ``veo-3-1``.
     :param input: the request's ``input`` object, passed through as given. Templated; never logged.
@@ -118,6 +126,8 @@ class ApixoGenerateOperator(BaseOperator):
     :param max_image_bytes: a result image larger than this fails the download (default 100 MiB).
     :param on_content_violation: ``fail`` (default), or ``skip``: a task the API rejects for its
         content, prompt or image ends *skipped*, so the rest of a mapped batch goes on.
+    :param lineage_prompt: send the prompt itself in the OpenLineage run facet (default: only its
+        SHA-256).
 
     Each success also sets the "Generated image" link on the task's page, and the ``extra`` of the
     events of its ``Asset`` outlets: ``apixo_task_id``, ``model``, ``prompt_sha256`` (of the
@@ -160,6 +170,7 @@ class ApixoGenerateOperator(BaseOperator):
         output_path: str | ObjectStoragePath | None = None,
         max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
         on_content_violation: str = "fail",
+        lineage_prompt: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -199,12 +210,19 @@ class ApixoGenerateOperator(BaseOperator):
         self.on_content_violation = check_choice(
             "on_content_violation", on_content_violation, CONTENT_VIOLATION_POLICIES
         )
+        self.lineage_prompt = lineage_prompt
+        self._delivered: dict[str, Any] | None = None
 
     @cached_property
     def hook(self) -> ApixoHook:
         return ApixoHook(self.apixo_conn_id)
 
     def execute(self, context: Context) -> Any:
+        with self._outcome_reported():
+            return self._submit_and_wait(context)
+
+    def _submit_and_wait(self, context: Context) -> Any:
+        """Submit (or reattach to an earlier try's task), then wait unless told not to."""
         request = self._validated_request()
         if self.output_path is not None:
             prepared_location(self.output_path)
@@ -226,17 +244,31 @@ class ApixoGenerateOperator(BaseOperator):
                     if not self.wait_for_completion:
                         return submission.task_id
                     if ended is not None:
-                        return self._finish(ended, context)
-                    return self._wait(submission, context, ticket)
+                        return self._finish(ended, context, reattached=True)
+                    return self._wait(submission, context, ticket, reattached=reattached is not None)
         finally:
             self.hook.close()
 
-    def _wait(self, submission: Submission, context: Context, ticket: CallbackTicket | None = None) -> Any:
+    def _wait(
+        self,
+        submission: Submission,
+        context: Context,
+        ticket: CallbackTicket | None = None,
+        *,
+        reattached: bool = False,
+    ) -> Any:
         """Defer, or poll here; either way ``initial_delay`` counts from the submission."""
         end_time = time.time() + self.timeout
         if self.deferrable:
             token_sha256 = None if ticket is None else ticket.token_sha256
-            self._defer(context, submission.task_id, submission.submitted_at, end_time, token_sha256)
+            self._defer(
+                context,
+                submission.task_id,
+                submission.submitted_at,
+                end_time,
+                token_sha256,
+                reattached=reattached,
+            )
         outcome = self.hook.wait_for_task(
             self.model,
             submission.task_id,
@@ -245,7 +277,7 @@ class ApixoGenerateOperator(BaseOperator):
             deadline=end_time,
             max_consecutive_errors=self.max_consecutive_errors,
         )
-        return self._finish(outcome, context)
+        return self._finish(outcome, context, reattached=reattached)
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
         """Back from the trigger, or from its failure or timeout: the task is paid for either way."""
@@ -254,7 +286,11 @@ class ApixoGenerateOperator(BaseOperator):
         task_id = own_xcom(context, self.task_id, XCOM_TASK_ID_KEY)
         try:
             record = self._record(context, resumed=True)
-            with self._content_violation_policy(), paid_for(task_id, self.model, record):
+            with (
+                self._outcome_reported(),
+                self._content_violation_policy(),
+                paid_for(task_id, self.model, record),
+            ):
                 return super().resume_execution(next_method, next_kwargs, context)
         finally:
             self.hook.close()
@@ -268,6 +304,7 @@ class ApixoGenerateOperator(BaseOperator):
         callback_token_sha256: str | None,
         *,
         webhook_expected: bool = True,
+        reattached: bool = False,
     ) -> NoReturn:
         """Wait in the triggerer; in callback mode its polling is only the net for a lost webhook.
 
@@ -276,6 +313,7 @@ class ApixoGenerateOperator(BaseOperator):
         """
         callback = callback_token_sha256 is not None
         cadence = self.callback_poll_interval if callback and webhook_expected else None
+
         self.defer(
             trigger=ApixoTaskTrigger(
                 apixo_task_id=task_id,
@@ -288,6 +326,7 @@ class ApixoGenerateOperator(BaseOperator):
                 submitted_at=submitted_at,
                 callback_token_sha256=callback_token_sha256,
                 deferring_try=context["ti"].try_number,
+                reattached=reattached,
             ),
             method_name=self.execute_complete.__name__,
             kwargs={"callback": self._callback_state(submitted_at, end_time, callback_token_sha256)}
@@ -302,7 +341,8 @@ class ApixoGenerateOperator(BaseOperator):
         """Resume after the trigger's event, or after APIXO's webhook woke the task (``callback``)."""
         if callback is not None and isinstance(event, dict) and event.get("status") == CALLBACK_STATUS:
             return self._verified_callback(context, **callback)
-        return self._finish(PollOutcome.from_event(event), context)
+        outcome = PollOutcome.from_event(event)
+        return self._finish(outcome, context, reattached=event.get(REATTACHED) is True)
 
     @staticmethod
     def _callback_state(submitted_at: float, end_time: float, token_sha256: str | None) -> dict[str, Any]:
@@ -345,6 +385,11 @@ class ApixoGenerateOperator(BaseOperator):
         prompt = self.input.get("prompt") if isinstance(self.input, Mapping) else None
         return prompt if isinstance(prompt, str) else None
 
+    def _reference_urls(self) -> list[str]:
+        """The images the request edits, if any: the inputs of its lineage."""
+        urls = self.input.get("image_urls") if isinstance(self.input, Mapping) else None
+        return [url for url in urls or [] if isinstance(url, str)]
+
     def _callback_base_url(self, request: SubmittableRequest) -> str | None:
         """Where this try's webhook goes, if APIXO's webhook is to wake the deferred task."""
         check_one_webhook(self.callback_base_url, request.callback_url)
@@ -379,14 +424,32 @@ class ApixoGenerateOperator(BaseOperator):
         record.write(submission)
         return submission
 
-    def _finish(self, outcome: PollOutcome, context: Context) -> dict[str, Any]:
-        """The result of a finished task, its images stored when ``output_path`` is set."""
+    def _finish(self, outcome: PollOutcome, context: Context, *, reattached: bool = False) -> dict[str, Any]:
+        """The result of a finished task, its images stored when ``output_path`` is set, with the
+        try that delivered it and whether an earlier try paid for it (``reattached``): summing
+        results over tries counts each generation once."""
         self.log.info("%s", outcome.message)
-        result = outcome.result()
+        if outcome.task is not None:
+            metrics.detected(self.model, outcome.task.complete_time)
+        result = {**outcome.result(), "try_number": context["ti"].try_number, "reattached": reattached}
         if self.output_path is not None:
             result = store_results(result, self.output_path, context, self.max_image_bytes, self.log)
         self._announce(result, context)
+        metrics.delivered(self.model, result)
+        self._delivered = result
         return result
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """What this generation read and wrote, for the OpenLineage provider (when installed)."""
+        from airflow_provider_nanobanana.lineage import generation_lineage
+
+        return generation_lineage(
+            self.model,
+            self._delivered,
+            self._reference_urls(),
+            self._prompt(),
+            include_prompt=self.lineage_prompt,
+        )
 
     def _announce(self, result: dict[str, Any], context: Context) -> None:
         """Tell the UI (the image link) and downstream DAGs (asset event extra) what was made."""
@@ -401,10 +464,26 @@ class ApixoGenerateOperator(BaseOperator):
             "create_time": result["create_time"],
             "complete_time": result["complete_time"],
             "cost_time": result["cost_time"],
+            "try_number": result["try_number"],
+            "reattached": result["reattached"],
         }
         for outlet in self.outlets:
             if isinstance(outlet, Asset):
                 context["outlet_events"][outlet].extra.update(extra)
+
+    @contextmanager
+    def _outcome_reported(self) -> Iterator[None]:
+        """Count the task's failure or skip (its success is counted where the result is made)."""
+        try:
+            yield
+        except TaskDeferred:
+            raise
+        except AirflowSkipException:
+            metrics.count("task.skipped", model=self.model)
+            raise
+        except Exception:
+            metrics.count("task.failed", model=self.model)
+            raise
 
     @contextmanager
     def _content_violation_policy(self) -> Iterator[None]:

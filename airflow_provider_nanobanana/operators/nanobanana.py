@@ -121,3 +121,6 @@ class NanoBananaGenerateOperator(ApixoGenerateOperator):
 
     def _prompt(self) -> str:
         return str(self.prompt)
+
+    def _reference_urls(self) -> list[str]:
+        return [str(url) for url in self.image_urls or []]

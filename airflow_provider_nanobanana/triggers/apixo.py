@@ -8,7 +8,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_nanobanana.compat import DEFERRING_TRY
 from airflow_provider_nanobanana.hooks.apixo import ApixoHook
-from airflow_provider_nanobanana.polling import DEFAULT_MAX_CONSECUTIVE_ERRORS
+from airflow_provider_nanobanana.polling import DEFAULT_MAX_CONSECUTIVE_ERRORS, REATTACHED
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -36,6 +36,8 @@ class ApixoTaskTrigger(BaseTrigger):
         plugin's route reads it here to check a call (the trigger itself only polls, rarely).
     :param deferring_try: the try that deferred, echoed in the event so that a later try resumed
         with it (Airflow 3.0 does that) can tell it is not its own.
+    :param reattached: the task was submitted by an earlier try, echoed in the event so that the
+        result says so.
 
     It has no ``on_kill`` on purpose: when a webhook wakes the task, Airflow cancels this trigger as
     if a user had (and logs so), and nothing remote may happen then.
@@ -54,6 +56,7 @@ class ApixoTaskTrigger(BaseTrigger):
         submitted_at: float | None = None,
         callback_token_sha256: str | None = None,
         deferring_try: int | None = None,
+        reattached: bool = False,
     ) -> None:
         super().__init__()
         self.apixo_task_id = apixo_task_id
@@ -66,6 +69,7 @@ class ApixoTaskTrigger(BaseTrigger):
         self.submitted_at = submitted_at
         self.callback_token_sha256 = callback_token_sha256
         self.deferring_try = deferring_try
+        self.reattached = reattached
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -81,6 +85,7 @@ class ApixoTaskTrigger(BaseTrigger):
                 "submitted_at": self.submitted_at,
                 "callback_token_sha256": self.callback_token_sha256,
                 "deferring_try": self.deferring_try,
+                "reattached": self.reattached,
             },
         )
 
@@ -98,4 +103,5 @@ class ApixoTaskTrigger(BaseTrigger):
             )
         finally:
             await hook.aclose()
-        yield TriggerEvent({**outcome.to_event(), DEFERRING_TRY: self.deferring_try})
+        event = {**outcome.to_event(), DEFERRING_TRY: self.deferring_try, REATTACHED: self.reattached}
+        yield TriggerEvent(event)

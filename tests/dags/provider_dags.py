@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -160,3 +161,28 @@ with _dag("test_every_wait") as every_wait:
         return f"{params['prompt']}, drawn by a function"
 
     decorated()
+
+
+class BrokenLineageOperator(NanoBananaGenerateOperator):
+    """Its lineage fails: the generation must not."""
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        raise RuntimeError("lineage broke")
+
+
+# Image to image, the edit stored: what the lineage test reads (the reference image in, the stored
+# image out, APIXO's task as a run facet); beside it, a generation whose lineage fails.
+with DAG(
+    dag_id="test_edit_stored",
+    schedule=None,
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    params={"prompt": "a plain mug", "output_format": "png"},
+    render_template_as_native_obj=True,  # image_urls as a list
+) as edit_stored:
+    _generate("base") >> _generate(
+        "edit",
+        image_urls="{{ ti.xcom_pull(task_ids='base')['result_urls'] }}",
+        output_path=os.path.join(os.environ.get("NANOBANANA_OUTPUT_DIR", "/tmp/nanobanana-output"), "edits"),
+    )
+    BrokenLineageOperator(task_id="broken_lineage", prompt="{{ params.prompt }}", **FAST)  # type: ignore[arg-type]

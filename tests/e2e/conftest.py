@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.e2e.standalone import BIN, PASSWORD, Standalone, spawn, wait_until
-from tests.support import ROOT, TEST_API_KEY, EmulatorAdmin, LocalReceiver, free_port
+from tests.support import ROOT, TEST_API_KEY, EmulatorAdmin, LocalReceiver, StatsdReceiver, free_port
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -63,7 +63,16 @@ def cms() -> Iterator[LocalReceiver]:
 
 
 @pytest.fixture(scope="package")
-def standalone(e2e_home: Path, emulator_process: EmulatorAdmin, cms: LocalReceiver) -> Iterator[Standalone]:
+def statsd() -> Iterator[StatsdReceiver]:
+    """Where standalone's ``[metrics]`` go: every part's, the triggerer's included."""
+    with StatsdReceiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture(scope="package")
+def standalone(
+    e2e_home: Path, emulator_process: EmulatorAdmin, cms: LocalReceiver, statsd: StatsdReceiver
+) -> Iterator[Standalone]:
     base_url = emulator_process.root_url + "/api/v1"
     publish = {"conn_type": "http", "host": "127.0.0.1", "port": cms.port, "schema": "http"}
     airflow = Standalone(
@@ -72,6 +81,7 @@ def standalone(e2e_home: Path, emulator_process: EmulatorAdmin, cms: LocalReceiv
         {
             "AIRFLOW_CONN_CONTENT_PUBLISH": json.dumps(publish),
             "NANOBANANA_OUTPUT_DIR": str(e2e_home / "output"),
+            **statsd.environment(),
         },
     )
     airflow.home.mkdir()

@@ -234,6 +234,8 @@ def test_success_event_returns_the_result() -> None:
         "create_time": 1,
         "complete_time": 2,
         "cost_time": 1,
+        "try_number": 1,
+        "reattached": False,
     }
     assert GeneratedImageLink().get_link(op, ti_key=ti) == "https://cdn.example/a.png"  # type: ignore[arg-type]
 

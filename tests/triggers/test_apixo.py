@@ -44,6 +44,7 @@ def test_serialize_round_trips_ids_and_settings_only() -> None:
         submitted_at=1_899_999_990.25,
         callback_token_sha256="ab" * 32,
         deferring_try=3,
+        reattached=True,
     )
 
     path, kwargs = trigger.serialize()
@@ -60,6 +61,7 @@ def test_serialize_round_trips_ids_and_settings_only() -> None:
         "submitted_at": 1_899_999_990.25,
         "callback_token_sha256": "ab" * 32,
         "deferring_try": 3,
+        "reattached": True,
     }
     assert ApixoTaskTrigger(**kwargs).serialize() == (path, kwargs)
 

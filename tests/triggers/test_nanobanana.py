@@ -48,7 +48,13 @@ def test_kwargs_serialised_under_the_old_name_still_load(serialised: dict[str, A
 
     assert trigger.serialize() == (
         OLD_CLASSPATH,
-        {"submitted_at": None, "callback_token_sha256": None, "deferring_try": None, **serialised},
+        {
+            "submitted_at": None,
+            "callback_token_sha256": None,
+            "deferring_try": None,
+            "reattached": False,
+            **serialised,
+        },
     )
 
 
