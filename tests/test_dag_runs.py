@@ -33,7 +33,7 @@ def assert_generated(result: dict[str, Any], admin: EmulatorAdmin, suffix: str =
     assert result["apixo_task_id"] == admin.tasks()[0]["id"]
     assert len(result["result_urls"]) == 1 and result["result_urls"][0].endswith(suffix)
     assert result["complete_time"] >= result["create_time"] > 0
-    assert set(result) == {
+    assert set(result) - {"try_number", "reattached"} == {  # those two: the operator's, not the sensor's
         "apixo_task_id",
         "state",
         "result_urls",
@@ -56,7 +56,9 @@ def test_generate_waits_for_the_images(
 
     assert state == "success"
     assert deferred_in(capfd.readouterr().out) is deferred
-    assert_generated(xcoms[("generate", "return_value")], emulator_admin, suffix=".jpeg")
+    result = xcoms[("generate", "return_value")]
+    assert_generated(result, emulator_admin, suffix=".jpeg")
+    assert (result["try_number"], result["reattached"]) == (1, False)
     [task] = emulator_admin.tasks()
     assert xcoms[("generate", "apixo_task_id")] == task["id"]
     assert task["input"]["prompt"] == prompt
