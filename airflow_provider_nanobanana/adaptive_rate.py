@@ -170,13 +170,13 @@ class SharedRate(AdaptiveRate):
         """Merge into the shared rate and adopt it."""
         with _storage_errors():
             if self._client is None:
-                self._client = redis_module().Redis.from_url(self._uri)
+                self._client = _redis_module().Redis.from_url(self._uri)
             reply = self._client.eval(_MERGE, 1, self.redis_key, *self._take_pending())
         self._adopt(*_parsed(reply))
 
     def async_client(self) -> Any:
         """A client for :meth:`async_sync`; it belongs to the running event loop."""
-        return redis_module().asyncio.Redis.from_url(self._uri)
+        return _redis_module().asyncio.Redis.from_url(self._uri)
 
     async def async_sync(self, client: Any) -> None:
         """:meth:`sync` on an event loop, with its :meth:`async_client`."""
@@ -194,7 +194,7 @@ class SharedRate(AdaptiveRate):
         return [*rules, now, sent_at, answers, SHARED_RATE_TTL]
 
 
-def redis_module() -> Any:
+def _redis_module() -> Any:
     """The Redis client library, which only a shared budget needs (the ``redis`` extra)."""
     import redis
 
@@ -205,7 +205,7 @@ def redis_module() -> Any:
 def _storage_errors() -> Iterator[None]:
     try:
         yield
-    except (redis_module().RedisError, OSError) as error:
+    except (_redis_module().RedisError, OSError) as error:
         raise StorageError(error) from error
 
 
