@@ -47,6 +47,16 @@ def test_a_batch_reports_each_request_wait_and_outcome(emulator_admin: EmulatorA
     assert statsd.values("airflow.apixo.rate", "g")[0] == 4500  # the 429 halved the default 9,000
 
 
+def test_an_unresolvable_statsd_host_never_fails_the_generation(emulator_admin: EmulatorAdmin) -> None:
+    environment = {"AIRFLOW__METRICS__STATSD_ON": "True", "AIRFLOW__METRICS__STATSD_HOST": "statsd.invalid"}
+
+    output = dags_test("test_generate_deferrable", {"prompt": "a lighthouse"}, environment)
+
+    assert "state=success" in "".join(line for line in output.splitlines() if "DagRun Finished" in line)
+    assert output.count("Could not configure StatsClient") == 1  # Airflow's fallback, logged once
+    assert emulator_admin.submissions() == 1
+
+
 def test_a_failing_metrics_backend_never_fails_the_task(
     emulator_admin: EmulatorAdmin, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
