@@ -18,7 +18,7 @@ from packaging.version import Version
 if TYPE_CHECKING:
     from uuid import UUID
 
-    from airflow.sdk import Connection, Context
+    from airflow.sdk import Connection, Context, ObjectStoragePath
 
 _installed = Version(Version(airflow_version).base_version)
 AIRFLOW_V_3_1_PLUS = _installed >= Version("3.1.0")
@@ -92,6 +92,7 @@ __all__ = [
     "aget_connection",
     "context_merge",
     "determine_kwargs",
+    "object_location",
     "own_xcom",
     "resumes_an_earlier_try",
     "task_instance_key",
@@ -125,6 +126,15 @@ def own_xcom(context: Context, task_id: str, key: str) -> Any:
     """This task instance's own XCom ``key``: Airflow 3.3 returns every map index's unless told which."""
     ti = context["ti"]
     return ti.xcom_pull(task_ids=task_id, key=key, map_indexes=ti.map_index)
+
+
+def object_location(path: ObjectStoragePath) -> tuple[str | None, str, str]:
+    """An object's connection id, bucket and key, read from its URI (``s3://conn_id@bucket/key``),
+    which every version writes alike: ``conn_id`` is an attribute only from 3.2, and 3.1's ``bucket``
+    includes the connection id."""
+    authority, _, key = str(path).partition("://")[2].partition("/")
+    conn_id, _, bucket = authority.rpartition("@")
+    return conn_id or None, bucket, key
 
 
 def task_instance_key(ti_id: UUID) -> UUID | str:

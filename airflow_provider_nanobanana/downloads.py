@@ -1,4 +1,5 @@
-"""Downloading result images: streamed from their hosts, bounded, checked, retried, all or nothing.
+"""Reading image hosts: result images downloaded (streamed, bounded, checked, retried, all or nothing),
+and reference images probed before a task that needs them is paid for.
 
 Downloads use a client of their own, never the hook's: the image host is not APIXO and must never
 see the API key. Each image streams in bounded chunks into a temporary object next to its final
@@ -19,7 +20,12 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import tenacity
 
-from airflow_provider_nanobanana.exceptions import ApixoStorageError
+from airflow_provider_nanobanana.exceptions import (
+    ApixoInputError,
+    ApixoReferenceError,
+    ApixoStorageError,
+    shown_url,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -46,6 +52,12 @@ _SIGNATURES: tuple[tuple[re.Pattern[bytes], str, str], ...] = (
     (re.compile(rb"GIF8[79]a"), "image/gif", ".gif"),
 )
 _SNIFF_BYTES = 12
+MAX_REFERENCE_BYTES = 10 * 1024 * 1024
+"""APIXO takes reference images of at most 10 MB."""
+PROBE_TIMEOUT = httpx.Timeout(10.0)
+"""A reference that takes longer to start answering is unlikely to reach APIXO either."""
+_PROBE_REDIRECTS = 5
+_REFERENCE_TYPES = ("image/png", "image/jpeg", "image/webp")
 # A declared type outside these is refused before the body is read (an error page, JSON, ...).
 _ACCEPTED_DECLARED = ("image/", "application/octet-stream", "binary/octet-stream")
 
@@ -190,3 +202,70 @@ def _retryable(error: BaseException) -> bool:
 def _discard(partial: ObjectStoragePath) -> None:
     with contextlib.suppress(OSError):  # the store is unreachable: the original error says more
         partial.unlink(missing_ok=True)
+
+
+def probe_reference(field: str, url: str) -> None:
+    """Read the first bytes of a reference image as APIXO will fetch it: a GET without credentials.
+
+    Refuses, naming ``field``, what APIXO would fail the paid task for: an error status, not a JPG,
+    PNG or WebP image, over 10 MB. No answer or a 5xx raises a retryable error. It talks to httpx's
+    transport, not a client: a client logs each URL it requests, signature and all.
+    """
+    with httpx.HTTPTransport() as transport:
+        for _ in range(_PROBE_REDIRECTS + 1):
+            request = httpx.Request(
+                "GET",
+                url,
+                headers={"Range": f"bytes=0-{_SNIFF_BYTES - 1}"},
+                extensions={"timeout": PROBE_TIMEOUT.as_dict()},
+            )
+            try:
+                response = transport.handle_request(request)
+            except httpx.HTTPError as error:
+                raise ApixoReferenceError(field, url, f"could not be read ({type(error).__name__})") from None
+            with contextlib.closing(response):
+                if response.is_redirect:
+                    url = str(request.url.join(response.headers["location"]))
+                    continue
+                _check_reference(field, url, response)
+                return
+    raise ApixoInputError(field, f"{shown_url(url)} redirects more than {_PROBE_REDIRECTS} times")
+
+
+def _check_reference(field: str, url: str, response: httpx.Response) -> None:
+    status = response.status_code
+    if status in (408, 425, 429) or status >= 500:
+        raise ApixoReferenceError(field, url, f"answered HTTP {status}")
+    if status >= 400:
+        raise ApixoInputError(field, f"{shown_url(url)} {_refusal(status)}")
+    size = _total_size(response)
+    if size is not None and size > MAX_REFERENCE_BYTES:
+        raise ApixoInputError(field, f"{shown_url(url)} is {size:,} bytes; APIXO takes at most 10 MB")
+    head = b""
+    for chunk in response.iter_raw():
+        head += chunk
+        if len(head) >= _SNIFF_BYTES:
+            break
+    if not any(signature.match(head) and kind in _REFERENCE_TYPES for signature, kind, _ in _SIGNATURES):
+        raise ApixoInputError(field, f"{shown_url(url)} is not a JPG, PNG or WebP image, which APIXO needs")
+
+
+def _refusal(status: int) -> str:
+    if status in (401, 403):
+        return (
+            f"refused a GET without credentials (HTTP {status}), so APIXO would be refused too: a private "
+            "or expired URL? Pass the object as s3://conn_id@bucket/key or an ObjectStoragePath and the "
+            "provider signs it"
+        )
+    if status in (404, 410):
+        return f"has no image (HTTP {status}): deleted, mistyped, or never stored?"
+    return f"answered HTTP {status}"
+
+
+def _total_size(response: httpx.Response) -> int | None:
+    """The whole image's size: from ``Content-Range`` when the range was served, else the length."""
+    total = response.headers.get("content-range", "").rpartition("/")[2]
+    if response.status_code == 206:
+        return int(total) if total.isdigit() else None
+    length = response.headers.get("content-length", "")
+    return int(length) if length.isdigit() else None

@@ -8,7 +8,8 @@ No message ever contains the API key.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 from airflow_provider_nanobanana.compat import (
     AirflowException,
@@ -173,6 +174,15 @@ class ApixoStorageError(ApixoError):
         self.retryable = retryable
 
 
+class ApixoReferenceError(ApixoError):
+    """A reference image could not be read right now (no answer, a 5xx): nothing was submitted, so an
+    Airflow retry is safe and may find it."""
+
+    def __init__(self, field: str, url: str, problem: str) -> None:
+        super().__init__(f"{field} {shown_url(url)} {problem}; nothing was submitted")
+        self.field = field
+
+
 class ApixoWaitError(ApixoError):
     """Waiting for an APIXO task ended without an outcome: polling kept failing."""
 
@@ -183,3 +193,16 @@ class ApixoWaitError(ApixoError):
 
 class ApixoWaitTimeoutError(ApixoWaitError):
     """The APIXO task did not finish before the wait's deadline; it may still finish later."""
+
+
+def shown_url(url: Any) -> str:
+    """``url`` as an error message may show it: without credentials or query, which can hold secrets."""
+    if not isinstance(url, str):
+        return f"{url!r:.100}"
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "an unparseable URL"
+    host = parts.netloc.rpartition("@")[2]
+    query = "?…" if parts.query else ""
+    return f"{parts._replace(netloc=host, query='', fragment='').geturl() + query!r:.100}"

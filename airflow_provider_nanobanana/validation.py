@@ -16,7 +16,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from airflow_provider_nanobanana.api import NANO_BANANA, PROVIDERS, REQUEST_TYPES
-from airflow_provider_nanobanana.exceptions import ApixoInputError
+from airflow_provider_nanobanana.exceptions import ApixoInputError, shown_url
+from airflow_provider_nanobanana.references import ImageReference, given_urls, image_references
 
 MODES = ("text-to-image", "image-to-image")
 ASPECT_RATIOS = ("1:1", "4:3", "3:4", "3:2", "2:3", "4:5", "5:4", "9:16", "16:9", "21:9", "auto")
@@ -36,7 +37,7 @@ class NanoBananaRequest:
 
     prompt: str
     mode: str
-    image_urls: tuple[str, ...]
+    references: tuple[ImageReference, ...]
     aspect_ratio: str
     output_format: str
     provider: str | None
@@ -47,7 +48,7 @@ class NanoBananaRequest:
         cls,
         *,
         prompt: Any,
-        image_urls: Sequence[str] | None = None,
+        image_urls: Sequence[Any] | None = None,
         mode: str | None = None,
         aspect_ratio: str = "1:1",
         output_format: str = "png",
@@ -59,37 +60,40 @@ class NanoBananaRequest:
 
         An empty string (what a template renders for "nothing") counts as not set.
         """
-        urls = _check_image_urls(image_urls or None)
+        references = image_references(image_urls or None, maximum=MAX_IMAGE_URLS)
         return cls(
             prompt=_check_prompt(prompt),
-            mode=_check_mode(mode or None, urls),
-            image_urls=urls,
+            mode=_check_mode(mode or None, len(references)),
+            references=references,
             aspect_ratio=check_choice("aspect_ratio", aspect_ratio, ASPECT_RATIOS),
             output_format=check_choice("output_format", output_format, OUTPUT_FORMATS),
             provider=check_choice("provider", provider, PROVIDERS) if provider else None,
             callback_url=_check_callback(request_type or None, callback_url or None),
         )
 
-    def task_input(self) -> dict[str, Any]:
-        """The ``input`` object of the request body."""
+    def task_input(self, image_urls: Sequence[str] | None = None) -> dict[str, Any]:
+        """The ``input`` object of the request body, with the references as given unless ``image_urls``
+        (the URLs to send) replaces them."""
         task_input: dict[str, Any] = {
             "mode": self.mode,
             "prompt": self.prompt,
             "aspect_ratio": self.aspect_ratio,
             "output_format": self.output_format,
         }
-        if self.image_urls:
-            task_input["image_urls"] = list(self.image_urls)
+        if self.references:
+            task_input["image_urls"] = list(image_urls or given_urls(self.references))
         return task_input
 
 
 @dataclass(frozen=True)
 class TaskRequest:
     """A task for any model: its ``input`` object, passed through as given once it is known to be a
-    JSON object of at most :data:`MAX_INPUT_BYTES`; the model checks the rest."""
+    JSON object of at most :data:`MAX_INPUT_BYTES`; the model checks the rest. Its ``image_urls``, if
+    it has them, are references as for Nano Banana (objects signed at submission)."""
 
     model: str
     input: Mapping[str, Any]
+    references: tuple[ImageReference, ...]
     provider: str | None
     callback_url: str | None
 
@@ -103,16 +107,24 @@ class TaskRequest:
         request_type: str | None = None,
         callback_url: str | None = None,
     ) -> TaskRequest:
+        references: tuple[ImageReference, ...] = ()
+        if isinstance(task_input, Mapping) and task_input.get("image_urls") is not None:
+            references = image_references(task_input["image_urls"])
+            task_input = {**task_input, "image_urls": given_urls(references)}
         return cls(
             model=check_model_id(model),
             input=check_task_input(task_input),
+            references=references,
             provider=check_choice("provider", provider, PROVIDERS) if provider else None,
             callback_url=_check_callback(request_type or None, callback_url or None),
         )
 
-    def task_input(self) -> dict[str, Any]:
-        """The ``input`` object of the request body."""
-        return dict(self.input)
+    def task_input(self, image_urls: Sequence[str] | None = None) -> dict[str, Any]:
+        """The ``input`` object of the request body; ``image_urls`` (the URLs to send) replaces the
+        references as given."""
+        if image_urls is None:
+            return dict(self.input)
+        return {**self.input, "image_urls": list(image_urls)}
 
 
 def check_task_input(value: Any) -> dict[str, Any]:
@@ -167,20 +179,6 @@ def _check_prompt(prompt: Any) -> str:
     return prompt
 
 
-def _check_image_urls(image_urls: Sequence[str] | None) -> tuple[str, ...]:
-    if image_urls is None:
-        return ()
-    if isinstance(image_urls, str) or not isinstance(image_urls, Sequence):
-        raise ApixoInputError(
-            "image_urls", "must be a list of URLs (templated: set render_template_as_native_obj=True)"
-        )
-    if len(image_urls) > MAX_IMAGE_URLS:
-        raise ApixoInputError("image_urls", f"must hold at most {MAX_IMAGE_URLS} URLs; got {len(image_urls)}")
-    for index, url in enumerate(image_urls):
-        check_http_url(f"image_urls[{index}]", url)
-    return tuple(image_urls)
-
-
 def check_http_url(field: str, url: Any) -> str:
     try:
         parts = urlsplit(url) if isinstance(url, str) else None
@@ -191,27 +189,14 @@ def check_http_url(field: str, url: Any) -> str:
     return str(url)
 
 
-def shown_url(url: Any) -> str:
-    """``url`` as an error message may show it: without credentials or query, which can hold secrets."""
-    if not isinstance(url, str):
-        return f"{url!r:.100}"
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "an unparseable URL"
-    host = parts.netloc.rpartition("@")[2]
-    query = "?…" if parts.query else ""
-    return f"{parts._replace(netloc=host, query='', fragment='').geturl() + query!r:.100}"
-
-
-def _check_mode(mode: str | None, image_urls: tuple[str, ...]) -> str:
-    inferred = "image-to-image" if image_urls else "text-to-image"
+def _check_mode(mode: str | None, image_count: int) -> str:
+    inferred = "image-to-image" if image_count else "text-to-image"
     if mode is None:
         return inferred
     check_choice("mode", mode, MODES)
     if mode != inferred:
-        rule = "needs 1 to 5 image_urls" if image_urls == () else "takes no image_urls"
-        raise ApixoInputError("mode", f"{mode} {rule}; got {len(image_urls)}")
+        rule = "needs 1 to 5 image_urls" if image_count == 0 else "takes no image_urls"
+        raise ApixoInputError("mode", f"{mode} {rule}; got {image_count}")
     return mode
 
 

@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -69,8 +70,11 @@ from tests.support import (  # noqa: E402
     FAST,
     TEST_API_KEY,
     EmulatorAdmin,
+    S3Store,
     apixo_connection,
     redis_server,
+    s3_connection,
+    s3_server,
 )
 
 if TYPE_CHECKING:
@@ -138,6 +142,22 @@ def redis_url() -> Iterator[str]:
     """A real redis-server on a free loopback port, stopped afterwards."""
     with redis_server() as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3 API (moto's server) on loopback for the whole run."""
+    with s3_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def s3_store(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> S3Store:
+    """A fresh bucket, reached through the ``aws`` connection ``s3_test``."""
+    monkeypatch.setenv("AIRFLOW_CONN_S3_TEST", s3_connection(s3_endpoint))
+    store = S3Store(s3_endpoint, "s3_test", f"pictures-{uuid.uuid4().hex[:12]}")
+    store._client().create_bucket(Bucket=store.bucket)
+    return store
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ import copy
 import glob
 import io
 import json
+import logging
 import os
 import re
 import shutil
@@ -111,6 +112,57 @@ def redis_server() -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+@dataclass(frozen=True)
+class S3Store:
+    """A fresh bucket on the loopback S3 server, and the Airflow connection (``aws``) that reaches it."""
+
+    endpoint: str
+    conn_id: str
+    bucket: str
+
+    def uri(self, key: str = "") -> str:
+        """``s3://conn_id@bucket/key``: as Airflow writes object-store URIs, and ``stored_paths`` holds."""
+        return f"s3://{self.conn_id}@{self.bucket}/{key}"
+
+    def unsigned_url(self, key: str) -> str:
+        """The object's plain URL: refused without a signature, as a private bucket's are."""
+        return f"{self.endpoint}/{self.bucket}/{key}"
+
+    def put(self, key: str, data: bytes) -> None:
+        self._client().put_object(Bucket=self.bucket, Key=key, Body=data)
+
+    def get(self, key: str) -> bytes:
+        body: bytes = self._client().get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        return body
+
+    def _client(self) -> Any:
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+        return S3Hook(aws_conn_id=self.conn_id).get_conn()
+
+
+def s3_connection(endpoint: str) -> str:
+    """An ``aws`` connection to the loopback S3 server, as a user saves one (JSON of AIRFLOW_CONN_*)."""
+    extra = {"endpoint_url": endpoint, "region_name": "us-east-1"}
+    return json.dumps({"conn_type": "aws", "login": "testing", "password": "testing", "extra": extra})
+
+
+@contextlib.contextmanager
+def s3_server() -> Iterator[str]:
+    """moto's S3 API server in a thread on a free loopback port; its endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    # Its access log quotes every URL it serves, signatures included: the leak checks look for ours.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
 
 
 def _postgres_bin(name: str) -> str | None:
@@ -536,6 +588,15 @@ class EmulatorAdmin:
 
     def callbacks(self) -> list[dict[str, Any]]:
         return list(self._get("/callbacks")["callbacks"])
+
+    def reference_fetches(self, wait_for: int = 0, timeout: float = 10.0) -> list[str]:
+        """The reference image URLs the emulator fetched (as APIXO would), once ``wait_for`` have been:
+        it fetches right after answering the submission."""
+        deadline = time.monotonic() + timeout
+        while len(urls := list(self._get("/reference-fetches")["urls"])) < wait_for:
+            assert time.monotonic() < deadline, f"{len(urls)} of {wait_for} references fetched"
+            time.sleep(0.05)
+        return urls
 
 
 # --- the emulator's API over plain HTTP (tests/emulator/) -------------------------------------------

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from airflow_provider_nanobanana.emulator.images import render_image
+from airflow_provider_nanobanana.emulator.references import fetch_references
 from airflow_provider_nanobanana.emulator.state import (
     CallbackOutcome,
     CallbackPlan,
@@ -119,6 +120,7 @@ class _SettingsPatch(BaseModel):
     requests_per_minute: int | None = Field(default=None, ge=1)
     callback_timeout_seconds: float | None = Field(default=None, gt=0)
     callback_retry_delays: tuple[NonNegativeFloat, ...] | None = Field(default=None, max_length=10)
+    reference_timeout_seconds: float | None = Field(default=None, gt=0)
 
 
 # --- helpers --------------------------------------------------------------------------------------
@@ -385,6 +387,8 @@ def _install_api(app: FastAPI, emulator: Emulator, background: _Background) -> N
         if error is not None:
             return error_response(400, error=error)
         task = emulator.create_task(model, body, str(request.base_url))
+        if not task.references_fetched:
+            background.spawn(fetch_references(emulator, task))
         return JSONResponse(envelope({"taskId": task.task_id}))
 
     @app.get(API_PREFIX + "/statusTask/{model}")
@@ -417,7 +421,13 @@ def _install_files(app: FastAPI, emulator: Emulator) -> None:
         fmt = task.output_format
         if name not in {f"0.{fmt}", "0.jpg" if fmt == "jpeg" else "0.png"}:
             return error_response(404, "File not found")
-        content = render_image(fmt, prompt=task.prompt, aspect_ratio=task.aspect_ratio, task_id=task.task_id)
+        content = render_image(
+            fmt,
+            prompt=task.prompt,
+            aspect_ratio=task.aspect_ratio,
+            task_id=task.task_id,
+            source=task.source_thumbnail,
+        )
         return Response(content, media_type=f"image/{fmt}")
 
 
@@ -425,13 +435,14 @@ def _install_admin(app: FastAPI, emulator: Emulator) -> None:
     """Steering for tests in other processes (DAG runs): not part of the APIXO contract.
 
     ``POST /_emulator/faults`` takes ``fail_next_tasks``, ``http_errors`` and ``callbacks``
-    (``drop``, ``delay_seconds``, ``duplicate``, ``forge``: replaces the callback faults); ``PATCH
+    (``drop``, ``delay_seconds``, ``duplicate``, ``forge``: replaces the callback faults); ``GET
+    /_emulator/reference-fetches`` lists the reference image URLs fetched, as requested; ``PATCH
     /_emulator/settings`` changes the settings sent (``callback_retry_delays``,
-    ``callback_timeout_seconds`` and ``model_generation_seconds``, a model id to seconds mapping that
-    replaces the previous one, among them) and ``GET`` shows them without the key; ``GET
-    /_emulator/callbacks`` lists every delivery attempt (a forged copy with the outcome ``forged``);
-    ``POST /_emulator/reset`` clears tasks, faults and records (not settings) and stops
-    deliveries in flight.
+    ``callback_timeout_seconds``, ``reference_timeout_seconds`` and ``model_generation_seconds``, a
+    model id to seconds mapping that replaces the previous one, among them) and ``GET`` shows them
+    without the key; ``GET /_emulator/callbacks`` lists every delivery attempt (a forged copy with
+    the outcome ``forged``); ``POST /_emulator/reset`` clears tasks, faults and records (not
+    settings) and stops deliveries in flight.
     """
 
     @app.get("/_emulator/health")
@@ -486,6 +497,10 @@ def _install_admin(app: FastAPI, emulator: Emulator) -> None:
     @app.get("/_emulator/rate-limited")
     async def rate_limited() -> dict[str, Any]:
         return {"rate_limited": [{"at": at, "path": path} for at, path in emulator.rate_limited]}
+
+    @app.get("/_emulator/reference-fetches")
+    async def reference_fetches() -> dict[str, Any]:
+        return {"urls": emulator.reference_fetches}
 
     @app.get("/_emulator/callbacks")
     async def callbacks() -> dict[str, Any]:

@@ -24,10 +24,13 @@ except ImportError as error:  # pragma: no cover - depends on the installed extr
         "pip install 'airflow-provider-nanobanana[emulator]'"
     ) from error
 
-__all__ = ["LONG_SIDE", "image_size", "render_image"]
+__all__ = ["LONG_SIDE", "THUMBNAIL_SIDE", "image_size", "render_image"]
 
 LONG_SIDE = 512
 """Long side of emulated images: big enough to look like a result, small enough to stay cheap."""
+
+THUMBNAIL_SIDE = LONG_SIDE // 4
+"""Long side of the source thumbnail an edit's result shows in its top-left corner."""
 
 TEXT_COLOUR = (255, 255, 255)
 """Text is white on a darkened panel, so it reads over any task colour."""
@@ -60,11 +63,16 @@ def image_size(aspect_ratio: str | None, long_side: int = LONG_SIDE) -> tuple[in
 
 
 @lru_cache(maxsize=32)
-def render_image(output_format: str, *, prompt: str, aspect_ratio: str, task_id: str) -> bytes:
-    """PNG or JPEG bytes (``png``, ``jpeg``/``jpg``) showing the task; cached because downloads repeat."""
+def render_image(
+    output_format: str, *, prompt: str, aspect_ratio: str, task_id: str, source: bytes | None = None
+) -> bytes:
+    """PNG or JPEG bytes (``png``, ``jpeg``/``jpg``) showing the task, and in its top-left corner the
+    ``source`` thumbnail (PNG) of an edit; cached because downloads repeat."""
     if output_format not in ("png", "jpeg", "jpg"):
         raise ValueError(f"unsupported output format: {output_format}")
     image = _compose(image_size(aspect_ratio), prompt=prompt, aspect_ratio=aspect_ratio, task_id=task_id)
+    if source is not None:
+        image.paste(Image.open(io.BytesIO(source)).convert("RGB"), (0, 0))
     buffer = io.BytesIO()
     if output_format == "png":
         image.save(buffer, format="PNG")

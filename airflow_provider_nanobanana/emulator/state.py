@@ -15,7 +15,7 @@ import secrets
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from limits import RateLimitItemPerMinute, storage, strategies
@@ -71,6 +71,8 @@ class EmulatorSettings:
     callback_retry_delays: tuple[float, ...] = (1.0, 2.0, 4.0)
     """The wait before each retry of a failed callback: APIXO retries up to 3 times with growing
     delays. Its length is the number of retries; tests shorten it to stay fast."""
+    reference_timeout_seconds: float = 10.0
+    """How long the fetch of one reference image (``image_urls``) may take before the task fails."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,10 @@ class EmulatedTask:
     """Scheme and host the task was submitted to; result URLs are built from it."""
     fail_code: str | None = None
     fail_msg: str | None = None
+    references_fetched: bool = True
+    """False while the task's reference images are being fetched: it cannot end before."""
+    source_thumbnail: bytes | None = None
+    """The first reference image, shrunk (PNG), drawn into the result so an edit shows its source."""
 
     @property
     def id(self) -> str:
@@ -113,6 +119,11 @@ class EmulatedTask:
     def callback_url(self) -> str | None:
         value = self.body.get("callback_url")
         return value if isinstance(value, str) else None
+
+    @property
+    def image_urls(self) -> list[str]:
+        value = self.input.get("image_urls")
+        return [url for url in value if isinstance(url, str)] if isinstance(value, list) else []
 
     @property
     def output_format(self) -> str:
@@ -142,7 +153,7 @@ class EmulatedTask:
         elapsed = now_monotonic - self.created_monotonic
         if elapsed < self.pending_seconds:
             return "pending"
-        if elapsed < self.generation_seconds:
+        if elapsed < self.generation_seconds or not self.references_fetched:
             return "processing"
         return "failed" if self.fail_code else "success"
 
@@ -228,6 +239,7 @@ class Emulator:
         self._rate_limited: list[tuple[float, str]] = []
         self._downloads = 0
         self._downloads_with_credentials = 0
+        self._reference_fetches: list[str] = []
 
     # --- read access ----------------------------------------------------------------------------
 
@@ -268,6 +280,12 @@ class Emulator:
         """Result downloads served, and how many of them carried credentials (which they never need)."""
         with self._lock:
             return self._downloads, self._downloads_with_credentials
+
+    @property
+    def reference_fetches(self) -> list[str]:
+        """Every reference image URL fetched, as requested (signed URLs with their signature)."""
+        with self._lock:
+            return list(self._reference_fetches)
 
     @property
     def rate_limited(self) -> list[tuple[float, str]]:
@@ -351,6 +369,7 @@ class Emulator:
             self._rate_limiter.storage.reset()
             self._rate_limited.clear()
             self._downloads = self._downloads_with_credentials = 0
+            self._reference_fetches.clear()
 
     # --- used by the HTTP layer -----------------------------------------------------------------
 
@@ -362,6 +381,30 @@ class Emulator:
         with self._lock:
             self._downloads += 1
             self._downloads_with_credentials += with_credentials
+
+    def record_reference_fetch(self, url: str) -> None:
+        with self._lock:
+            self._reference_fetches.append(url)
+
+    def references_fetched(
+        self, task_id: str, failure: tuple[str, str] | None, thumbnail: bytes | None
+    ) -> None:
+        """The task's references were fetched: it may end, failed with ``failure`` if the fetch failed
+        (unless it was already set to fail). A task forgotten by a reset meanwhile is left alone."""
+        with self._lock:
+            task = self._tasks.get(task_id)
+            if task is None:
+                return
+            if task.fail_code is not None:  # a queued or requested failure comes first
+                failure = (task.fail_code, task.fail_msg or "")
+            fail_code, fail_msg = failure or (None, None)
+            self._tasks[task_id] = replace(
+                task,
+                references_fetched=True,
+                fail_code=fail_code,
+                fail_msg=fail_msg,
+                source_thumbnail=thumbnail,
+            )
 
     def over_rate_limit(self, token: str, path: str) -> bool:
         """Count one request of ``token``'s key; True if it exceeds ``requests_per_minute``."""
@@ -403,6 +446,7 @@ class Emulator:
                 base_url=base_url.rstrip("/"),
                 fail_code=fail[0] if fail else None,
                 fail_msg=fail[1] if fail else None,
+                references_fetched=not names_references(body),
             )
             self._tasks[task.task_id] = task
             if task.request_type == "callback" and task.callback_url:
@@ -487,6 +531,12 @@ def _result_json(task: EmulatedTask) -> str:
     """The resultJson *string* the real API returns: one absolute URL per task."""
     url = f"{task.base_url}/files/{task.task_id}/0.{task.output_format}"
     return json.dumps({"resultUrls": [url]}, separators=(",", ":"))
+
+
+def names_references(body: dict[str, Any]) -> bool:
+    """Whether a request body names reference images the emulator must fetch."""
+    value = body.get("input")
+    return isinstance(value, dict) and bool(value.get("image_urls"))
 
 
 def _prompt_of(body: dict[str, Any]) -> str:

@@ -27,7 +27,7 @@ from airflow_provider_nanobanana.compat import (
     own_xcom,
     resumes_an_earlier_try,
 )
-from airflow_provider_nanobanana.downloads import DEFAULT_MAX_IMAGE_BYTES
+from airflow_provider_nanobanana.downloads import DEFAULT_MAX_IMAGE_BYTES, probe_reference
 from airflow_provider_nanobanana.exceptions import ApixoError, ApixoTaskRejectedError
 from airflow_provider_nanobanana.hooks.apixo import ApixoHook
 from airflow_provider_nanobanana.hooks.transport import DEFAULT_CAPACITY_WAIT
@@ -48,6 +48,7 @@ from airflow_provider_nanobanana.reattach import (
     paid_for,
     request_fingerprint,
 )
+from airflow_provider_nanobanana.references import REFERENCE_MARGIN, given_urls, signed_urls
 from airflow_provider_nanobanana.storage import prepared_location, store_results
 from airflow_provider_nanobanana.triggers.apixo import ApixoTaskTrigger
 from airflow_provider_nanobanana.validation import (
@@ -70,6 +71,8 @@ if TYPE_CHECKING:
     from airflow.sdk import Context, ObjectStoragePath
 
 XCOM_TASK_ID_KEY = "apixo_task_id"
+XCOM_STORED_PATHS_KEY = "stored_paths"
+"""Stored images also have an XCom of their own: ``generate.output["stored_paths"]`` is a list."""
 
 
 class ApixoGenerateOperator(BaseOperator):
@@ -93,10 +96,12 @@ class ApixoGenerateOperator(BaseOperator):
     "cost_time", "try_number", "reattached"}`` (``reattached``: an earlier try paid for it), or just
     the task id when ``wait_for_completion`` is False. Result URLs expire (24 hours to 15 days): set
     ``output_path`` to store image results on the worker right after success; the result then also
-    has ``stored_paths``, ``content_types``, ``sizes`` and ``sha256``.
+    has ``stored_paths``, ``content_types``, ``sizes`` and ``sha256``, and ``stored_paths`` is also
+    pushed under its own XCom key, so ``image_urls=generate.output["stored_paths"]`` edits them.
 
     :param model: the APIXO model id, such as ``seedream-4-5`` or ``veo-3-1``.
     :param input: the request's ``input`` object, passed through as given. Templated; never logged.
+        Its ``image_urls``, if any, may name stored objects as ``NanoBananaGenerateOperator``'s do.
     :param provider: routing ``auto``, ``value`` or ``official``; None uses the connection's default.
     :param callback_url: APIXO's webhook goes to this endpoint of your own (callback mode); the
         operator still waits by polling. For the webhook to wake this task, use
@@ -128,6 +133,10 @@ class ApixoGenerateOperator(BaseOperator):
         content, prompt or image ends *skipped*, so the rest of a mapped batch goes on.
     :param lineage_prompt: send the prompt itself in the OpenLineage run facet (default: only its
         SHA-256).
+    :param check_image_urls: before submitting, read the first bytes of each reference image as
+        APIXO will (a GET without credentials), so an unreachable, private, expired or non-image
+        reference fails before anything is paid for (default True). Turn it off only where the
+        worker cannot reach what APIXO can.
 
     Each success also sets the "Generated image" link on the task's page, and the ``extra`` of the
     events of its ``Asset`` outlets: ``apixo_task_id``, ``model``, ``prompt_sha256`` (of the
@@ -171,6 +180,7 @@ class ApixoGenerateOperator(BaseOperator):
         max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
         on_content_violation: str = "fail",
         lineage_prompt: bool = False,
+        check_image_urls: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -211,6 +221,7 @@ class ApixoGenerateOperator(BaseOperator):
             "on_content_violation", on_content_violation, CONTENT_VIOLATION_POLICIES
         )
         self.lineage_prompt = lineage_prompt
+        self.check_image_urls = check_image_urls
         self._delivered: dict[str, Any] | None = None
 
     @cached_property
@@ -385,11 +396,6 @@ class ApixoGenerateOperator(BaseOperator):
         prompt = self.input.get("prompt") if isinstance(self.input, Mapping) else None
         return prompt if isinstance(prompt, str) else None
 
-    def _reference_urls(self) -> list[str]:
-        """The images the request edits, if any: the inputs of its lineage."""
-        urls = self.input.get("image_urls") if isinstance(self.input, Mapping) else None
-        return [url for url in urls or [] if isinstance(url, str)]
-
     def _callback_base_url(self, request: SubmittableRequest) -> str | None:
         """Where this try's webhook goes, if APIXO's webhook is to wake the deferred task."""
         check_one_webhook(self.callback_base_url, request.callback_url)
@@ -411,11 +417,12 @@ class ApixoGenerateOperator(BaseOperator):
         """Submit the task and record it before anything else can fail."""
         if ticket is not None:
             mask_secret(ticket.token)
+        task_input = self._sendable_input(request)
         submitted_at = time.time()
         callback_url = ticket.url if ticket is not None else request.callback_url
         task_id = self.hook.submit_task(
             self.model,
-            request.task_input(),
+            task_input,
             provider=request.provider,
             callback_url=callback_url,
             capacity_wait=self.submission_timeout,
@@ -423,6 +430,17 @@ class ApixoGenerateOperator(BaseOperator):
         submission = Submission(task_id, self.model, submitted_at, fingerprint)
         record.write(submission)
         return submission
+
+    def _sendable_input(self, request: SubmittableRequest) -> dict[str, Any]:
+        """The input as APIXO gets it: stored objects signed for the whole wait plus a margin, and
+        every reference probed first unless ``check_image_urls`` is off."""
+        if not request.references:
+            return request.task_input()
+        urls = signed_urls(request.references, self.submission_timeout + self.timeout + REFERENCE_MARGIN)
+        if self.check_image_urls:
+            for reference, url in zip(request.references, urls, strict=True):
+                probe_reference(reference.field, url)
+        return request.task_input(urls)
 
     def _finish(self, outcome: PollOutcome, context: Context, *, reattached: bool = False) -> dict[str, Any]:
         """The result of a finished task, its images stored when ``output_path`` is set, with the
@@ -434,6 +452,7 @@ class ApixoGenerateOperator(BaseOperator):
         result = {**outcome.result(), "try_number": context["ti"].try_number, "reattached": reattached}
         if self.output_path is not None:
             result = store_results(result, self.output_path, context, self.max_image_bytes, self.log)
+            context["ti"].xcom_push(key=XCOM_STORED_PATHS_KEY, value=result["stored_paths"])
         self._announce(result, context)
         metrics.delivered(self.model, result)
         self._delivered = result
@@ -446,7 +465,7 @@ class ApixoGenerateOperator(BaseOperator):
         return generation_lineage(
             self.model,
             self._delivered,
-            self._reference_urls(),
+            given_urls(self._validated_request().references),
             self._prompt(),
             include_prompt=self.lineage_prompt,
         )

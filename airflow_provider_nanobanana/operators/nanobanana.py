@@ -31,7 +31,10 @@ class NanoBananaGenerateOperator(ApixoGenerateOperator):
     events and callback mode are the generic operator's, as are the parameters not listed here.
 
     :param prompt: what to draw, 1 to 5000 characters. Templated.
-    :param image_urls: 0 to 5 public http(s) URLs of JPG/PNG/WebP images to edit. Templated.
+    :param image_urls: 0 to 5 JPG/PNG/WebP images to edit, each a public http(s) URL, an
+        ``ObjectStoragePath`` or an object-store URI (``s3://conn_id@bucket/key``, ``gs://...``, such
+        as an upstream generation's ``stored_paths``), which is signed on the worker just before
+        submitting. Local files are refused: APIXO cannot reach them. Templated.
     :param mode: ``text-to-image`` or ``image-to-image``; inferred from ``image_urls`` when None.
     :param aspect_ratio: one of ``1:1 4:3 3:4 3:2 2:3 4:5 5:4 9:16 16:9 21:9 auto``.
     :param output_format: ``png`` or ``jpeg`` (always sent: the API's docs disagree on the default).
@@ -56,7 +59,7 @@ class NanoBananaGenerateOperator(ApixoGenerateOperator):
         self,
         *,
         prompt: str,
-        image_urls: Sequence[str] | None = None,
+        image_urls: Sequence[str | ObjectStoragePath] | None = None,
         mode: str | None = None,
         aspect_ratio: str = "1:1",
         output_format: str = "png",
@@ -77,6 +80,7 @@ class NanoBananaGenerateOperator(ApixoGenerateOperator):
         output_path: str | ObjectStoragePath | None = None,
         max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
         on_content_violation: str = "fail",
+        check_image_urls: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -99,6 +103,7 @@ class NanoBananaGenerateOperator(ApixoGenerateOperator):
             output_path=output_path,
             max_image_bytes=max_image_bytes,
             on_content_violation=on_content_violation,
+            check_image_urls=check_image_urls,
             **kwargs,
         )
         self.prompt = prompt
@@ -121,6 +126,3 @@ class NanoBananaGenerateOperator(ApixoGenerateOperator):
 
     def _prompt(self) -> str:
         return str(self.prompt)
-
-    def _reference_urls(self) -> list[str]:
-        return [str(url) for url in self.image_urls or []]

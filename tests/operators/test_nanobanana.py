@@ -161,6 +161,7 @@ def test_image_to_image_with_callback(emulator_admin: EmulatorAdmin) -> None:
     urls = ["https://img.example/a.png", "https://img.example/b.webp"]
     operator = make_operator(
         image_urls=urls,
+        check_image_urls=False,  # nothing serves them: this test is about what is sent
         callback_url="https://hooks.example/apixo",
         provider="official",
         wait_for_completion=False,
