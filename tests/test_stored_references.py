@@ -23,6 +23,7 @@ except ImportError:  # Airflow 3.0, 3.1
 from airflow_provider_nanobanana.compat import TaskDeferred
 from airflow_provider_nanobanana.emulator.images import THUMBNAIL_SIDE
 from airflow_provider_nanobanana.operators.nanobanana import NanoBananaGenerateOperator
+from tests.dags import provider_dags
 from tests.support import AIRFLOW_HOME, ROOT, FakeTaskInstance, run, without_airflow_mask_requests
 
 if TYPE_CHECKING:
@@ -97,7 +98,9 @@ def test_the_example_edits_the_image_it_stored(
     assert [name for name, text in places.items() if any(form in text for form in forms)] == []
 
 
-def test_the_trigger_carries_the_reference_unsigned(emulator_admin: EmulatorAdmin, s3_store: S3Store) -> None:
+def test_the_trigger_and_lineage_carry_the_reference_unsigned(
+    emulator_admin: EmulatorAdmin, s3_store: S3Store
+) -> None:
     s3_store.put("mug.png", _png())
     operator = NanoBananaGenerateOperator(
         task_id="edit", prompt="make it blue", image_urls=[s3_store.uri("mug.png")]
@@ -107,12 +110,32 @@ def test_the_trigger_carries_the_reference_unsigned(emulator_admin: EmulatorAdmi
         operator.execute({"ti": FakeTaskInstance()})  # type: ignore[arg-type]
 
     [task] = emulator_admin.tasks()
+    forms = signature_forms(task["input"]["image_urls"][0])
     trigger = repr(deferred.value.trigger) + repr(deferred.value.trigger.serialize())
     assert deferred.value.trigger.apixo_task_id == task["id"]
-    assert not any(form in trigger for form in signature_forms(task["input"]["image_urls"][0]))
+    assert not any(form in trigger for form in forms)
+    # Lineage names the object by its bucket and key (OpenLineage's naming), never signed.
+    lineage = operator.get_openlineage_facets_on_complete(None)
+    inputs = [(each.namespace, each.name) for each in lineage.inputs]
+    assert inputs == [(f"s3://{s3_store.bucket}", "mug.png")]
+    assert not any(form in repr(lineage) for form in forms)
 
 
 def _png() -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (8, 8), (200, 30, 30)).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def test_a_decorated_function_may_return_objects_to_edit(
+    emulator_admin: EmulatorAdmin, s3_store: S3Store
+) -> None:
+    s3_store.put("mug.png", _png())
+
+    state, xcoms = run(provider_dags.taskflow_stored_edit, source=s3_store.uri("mug.png"))
+
+    assert state == "success"
+    [task] = emulator_admin.tasks()
+    assert task["input"]["image_urls"][0].startswith(f"{s3_store.unsigned_url('mug.png')}?")
+    assert emulator_admin.reference_fetches() == task["input"]["image_urls"]
+    assert "Signature" not in repr(xcoms)

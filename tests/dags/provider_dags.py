@@ -6,7 +6,7 @@ import os
 from datetime import datetime, timedelta
 from typing import Any
 
-from airflow.sdk import DAG, Asset, task
+from airflow.sdk import DAG, Asset, ObjectStoragePath, task
 
 from airflow_provider_nanobanana.operators.apixo import ApixoGenerateOperator
 from airflow_provider_nanobanana.operators.nanobanana import NanoBananaGenerateOperator
@@ -121,6 +121,16 @@ with _dag("test_taskflow_deferrable") as taskflow_deferrable:
         return f"{params['prompt']}, drawn by a function"
 
     generate()
+
+# The function edits an object it names as an ObjectStoragePath (params["source"], an s3:// URI):
+# what it returns goes to XCom as given, and the operator signs it when it submits.
+with _dag("test_taskflow_stored_edit") as taskflow_stored_edit:
+
+    @task.nanobanana(**FAST)
+    def restyle(params: dict[str, Any]) -> dict[str, Any]:
+        return {"prompt": "make it blue", "image_urls": [ObjectStoragePath(params["source"])]}
+
+    restyle()
 
 with _dag("test_taskflow_bad_return") as taskflow_bad_return:
 
