@@ -1,6 +1,6 @@
 # Two entry points: `make demo` (an example DAG that generates images) and `make test` (the whole suite).
 # Both build .venv first with uv, which is installed into the venv itself: only Python 3.11+ and make are needed.
-# `make bench` runs the polling-at-scale benchmark (about 14 minutes).
+# `make docs` builds the documentation site; `make bench` runs the polling-at-scale benchmark (about 14 minutes).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -29,16 +29,20 @@ AIRFLOW_FREE_TESTS := tests/emulator tests/test_pacing.py tests/hooks/test_respo
 OLDER_AIRFLOW_SUITE := -m "not e2e and not topology" --deselect tests/test_first_run.py \
 	$(addprefix --ignore=,$(AIRFLOW_FREE_TESTS))
 
-.PHONY: install system-deps demo test older-airflows bench lint clean
+.PHONY: install system-deps demo test older-airflows release-check docs bench lint clean
 
 install: $(STAMP)
 
-# The newest Airflow's venv also gets the Google provider (about 120 packages) for the gs:// signing
-# test; the older ones skip that test.
+# The extras the tests use, and pyproject's dependency groups for what only this repository uses (tests,
+# the Celery topology, the docs). The newest Airflow's venv also gets the Google provider (about 120
+# packages) for the gs:// signing test; the older ones skip that test.
+TEST_EXTRAS := redis,emulator,openlineage,amazon
+
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv
-	$(BIN)/python -m uv pip install --quiet --python $(BIN)/python -e '.[test,topology,google]'
+	$(BIN)/python -m uv pip install --quiet --python $(BIN)/python -e '.[$(TEST_EXTRAS),google]' \
+		--group test --group topology --group docs
 	touch $@
 
 system-deps:
@@ -79,6 +83,18 @@ test: lint system-deps older-airflows
 	.venv-airflow-$(OLDEST_AIRFLOW)/bin/pytest tests/e2e/test_fault_drills.py
 	@echo "== Airflow $(HOOK_FORM_AIRFLOW): the connection form from the hook's methods in Chromium"
 	.venv-airflow-$(HOOK_FORM_AIRFLOW)/bin/pytest tests/e2e/test_connection_form.py
+	@$(MAKE) --no-print-directory release-check
+
+# What users download, checked as they use it: the sdist and wheel built and their metadata checked,
+# the wheel installed into a fresh venv, listed by Airflow, its examples imported and one run against
+# the emulator (scripts/release_check.py). The docs site is built by the unit tests (tests/test_docs.py).
+release-check: install
+	$(BIN)/python scripts/release_check.py
+
+# The documentation site, warnings as errors: docs/_build/html/index.html.
+docs: install
+	AIRFLOW_HOME=$(CURDIR)/docs/_build/airflow-home $(BIN)/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+	@echo "The site: docs/_build/html/index.html"
 
 # Each older Airflow in a venv of its own (.venv-airflow-VERSION), built once (all at once); installing
 # the provider into it leaves its Airflow alone.
@@ -89,7 +105,7 @@ older-airflows: install
 			$(BIN)/uv venv --clear --quiet --python $(BIN)/python $$venv && \
 			$(BIN)/uv pip install --quiet --python $$venv/bin/python --exclude-newer $${pinned#*@} \
 				"apache-airflow==$$version" $$([ $$version = $(OLDEST_AIRFLOW) ] && echo '$(OLDEST_AIRFLOW_PINS)') \
-				-e '.[test]' && \
+				-e '.[$(TEST_EXTRAS)]' --group test && \
 			touch $$venv/.installed; } & pids="$$pids $$!"; done; \
 	for pid in $$pids; do wait $$pid || exit 1; done
 	set -e; for version in $(OLDER_VERSIONS); do venv=.venv-airflow-$$version; \
@@ -102,4 +118,4 @@ bench: install system-deps
 	$(BIN)/python benchmarks/polling_at_scale.py
 
 clean:
-	rm -rf $(VENV) .venv-airflow-* output .airflow-demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-airflow-* output .airflow-demo .pytest_cache .mypy_cache .ruff_cache docs/_build dist
