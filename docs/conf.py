@@ -61,7 +61,7 @@ _PAGE_OF_SECTION = {
 _MARKER = re.compile(r"^<!-- readme: (.+?) -->$", re.MULTILINE)
 _HEADING = re.compile(r"^(#{2,4}) (.+)$", re.MULTILINE)
 _LOCAL_LINK = re.compile(r"\]\(#([^)]+)\)")
-_FILE_LINK = re.compile(r"\[([^\]]+)\]\((?!https?://|#|docs/|CHANGELOG\.md)([^)]+)\)")
+_FILE_LINK = re.compile(r"(?<!!)\[([^\]]+)\]\((?!https?://|#|CHANGELOG\.md)([^)]+)\)")
 
 
 def _slug(title: str) -> str:
@@ -96,12 +96,15 @@ def _anchor_pages(sections: dict[str, str]) -> dict[str, str]:
 def _shown(body: str, targets: dict[str, str]) -> str:
     """A README section as a page shows it: headings one level up, links that work on the site."""
     body = _HEADING.sub(lambda match: f"{match.group(1)[1:]} {match.group(2)}", body)
+    body = _FILE_LINK.sub(lambda match: f"{match.group(1)} (`{match.group(2)}` in the repository)", body)
     body = _LOCAL_LINK.sub(lambda match: f"]({targets[match.group(1)]})", body)
-    body = body.replace("](docs/", "](").replace("](CHANGELOG.md)", "](changelog.md)")
-    return _FILE_LINK.sub(lambda match: f"{match.group(1)} (`{match.group(2)}` in the repository)", body)
+    return body.replace("](docs/", "](").replace("](CHANGELOG.md)", "](changelog.md)")
 
 
 def _include_readme(app: object, docname: str, source: list[str]) -> None:
+    if not _MARKER.search(source[0]):
+        return
+    app.env.note_dependency(str(README))  # type: ignore[attr-defined]  # rebuilt when the README changes
     sections = _sections()
     targets = _anchor_pages(sections)
     source[0] = _MARKER.sub(lambda match: _shown(sections[match.group(1)], targets), source[0])
