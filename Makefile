@@ -38,7 +38,7 @@ install: $(STAMP)
 # packages) for the gs:// signing test; the older ones skip that test.
 TEST_EXTRAS := redis,emulator,openlineage,amazon
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv
 	$(BIN)/python -m uv pip install --quiet --python $(BIN)/python -e '.[$(TEST_EXTRAS),google]' \
@@ -101,7 +101,7 @@ docs: install
 older-airflows: install
 	@pids=""; for pinned in $(OLDER_AIRFLOWS); do \
 		version=$${pinned%@*}; venv=.venv-airflow-$$version; \
-		[ $$venv/.installed -nt pyproject.toml ] || { \
+		[ $$venv/.installed -nt pyproject.toml ] && [ $$venv/.installed -nt Makefile ] || { \
 			$(BIN)/uv venv --clear --quiet --python $(BIN)/python $$venv && \
 			$(BIN)/uv pip install --quiet --python $$venv/bin/python --exclude-newer $${pinned#*@} \
 				"apache-airflow==$$version" $$([ $$version = $(OLDEST_AIRFLOW) ] && echo '$(OLDEST_AIRFLOW_PINS)') \

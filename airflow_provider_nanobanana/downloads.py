@@ -14,12 +14,14 @@ import hashlib
 import logging
 import re
 import time
+import urllib.request
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import tenacity
 
+from airflow_provider_nanobanana import __version__
 from airflow_provider_nanobanana.exceptions import (
     ApixoInputError,
     ApixoReferenceError,
@@ -58,6 +60,8 @@ PROBE_TIMEOUT = httpx.Timeout(10.0)
 """A reference that takes longer to start answering is unlikely to reach APIXO either."""
 _PROBE_REDIRECTS = 5
 _REFERENCE_TYPES = ("image/png", "image/jpeg", "image/webp")
+USER_AGENT = f"airflow-provider-nanobanana/{__version__}"
+"""Some hosts refuse requests without a User-Agent; this one says who asks."""
 # A declared type outside these is refused before the body is read (an error page, JSON, ...).
 _ACCEPTED_DECLARED = ("image/", "application/octet-stream", "binary/octet-stream")
 
@@ -204,50 +208,60 @@ def _discard(partial: ObjectStoragePath) -> None:
         partial.unlink(missing_ok=True)
 
 
-def probe_reference(field: str, url: str) -> None:
+def probe_reference(field: str, url: str, name: str) -> None:
     """Read the first bytes of a reference image as APIXO will fetch it: a GET without credentials.
 
-    Refuses, naming ``field``, what APIXO would fail the paid task for: an error status, not a JPG,
-    PNG or WebP image, over 10 MB. No answer or a 5xx raises a retryable error. It talks to httpx's
-    transport, not a client: a client logs each URL it requests, signature and all.
+    Refuses, naming ``field`` and showing the reference as ``name`` (as the DAG gave it), what APIXO
+    would fail the paid task for: an error status, not a JPG, PNG or WebP image, over 10 MB. No
+    answer or a 5xx raises a retryable error. It talks to httpx's transport, not a client: a client
+    logs each URL it requests, signature and all.
     """
-    with httpx.HTTPTransport() as transport:
-        for _ in range(_PROBE_REDIRECTS + 1):
-            request = httpx.Request(
-                "GET",
-                url,
-                headers={"Range": f"bytes=0-{_SNIFF_BYTES - 1}"},
-                extensions={"timeout": PROBE_TIMEOUT.as_dict()},
-            )
-            try:
+    for _ in range(_PROBE_REDIRECTS + 1):
+        request = httpx.Request(
+            "GET",
+            url,
+            headers={"Range": f"bytes=0-{_SNIFF_BYTES - 1}", "User-Agent": USER_AGENT},
+            extensions={"timeout": PROBE_TIMEOUT.as_dict()},
+        )
+        try:
+            with httpx.HTTPTransport(proxy=_proxy_for(request.url)) as transport:
                 response = transport.handle_request(request)
-            except httpx.HTTPError as error:
-                raise ApixoReferenceError(field, url, f"could not be read ({type(error).__name__})") from None
-            with contextlib.closing(response):
-                if response.is_redirect:
+                with contextlib.closing(response):
+                    if not response.is_redirect:
+                        _check_reference(field, name, response)
+                        return
                     url = str(request.url.join(response.headers["location"]))
-                    continue
-                _check_reference(field, url, response)
-                return
-    raise ApixoInputError(field, f"{shown_url(url)} redirects more than {_PROBE_REDIRECTS} times")
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL):
+            raise ApixoInputError(field, f"{shown_url(name)} leads to a URL APIXO cannot fetch") from None
+        except httpx.HTTPError as error:
+            raise ApixoReferenceError(field, name, f"could not be read ({type(error).__name__})") from None
+    raise ApixoInputError(field, f"{shown_url(name)} redirects more than {_PROBE_REDIRECTS} times")
 
 
-def _check_reference(field: str, url: str, response: httpx.Response) -> None:
+def _proxy_for(url: httpx.URL) -> str | None:
+    """The proxy the environment names for ``url`` (``HTTPS_PROXY``, ``NO_PROXY``...), as a client would."""
+    if urllib.request.proxy_bypass(url.host):
+        return None
+    proxies = urllib.request.getproxies()
+    return proxies.get(url.scheme) or proxies.get("all")
+
+
+def _check_reference(field: str, name: str, response: httpx.Response) -> None:
     status = response.status_code
     if status in (408, 425, 429) or status >= 500:
-        raise ApixoReferenceError(field, url, f"answered HTTP {status}")
+        raise ApixoReferenceError(field, name, f"answered HTTP {status}")
     if status >= 400:
-        raise ApixoInputError(field, f"{shown_url(url)} {_refusal(status)}")
+        raise ApixoInputError(field, f"{shown_url(name)} {_refusal(status)}")
     size = _total_size(response)
     if size is not None and size > MAX_REFERENCE_BYTES:
-        raise ApixoInputError(field, f"{shown_url(url)} is {size:,} bytes; APIXO takes at most 10 MB")
+        raise ApixoInputError(field, f"{shown_url(name)} is {size:,} bytes; APIXO takes at most 10 MB")
     head = b""
     for chunk in response.iter_raw():
         head += chunk
         if len(head) >= _SNIFF_BYTES:
             break
     if not any(signature.match(head) and kind in _REFERENCE_TYPES for signature, kind, _ in _SIGNATURES):
-        raise ApixoInputError(field, f"{shown_url(url)} is not a JPG, PNG or WebP image, which APIXO needs")
+        raise ApixoInputError(field, f"{shown_url(name)} is not a JPG, PNG or WebP image, which APIXO needs")
 
 
 def _refusal(status: int) -> str:

@@ -10,6 +10,7 @@ message use the reference as given, and its signature is registered with Airflow
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,7 @@ from airflow_provider_nanobanana.compat import object_location
 from airflow_provider_nanobanana.exceptions import ApixoInputError, shown_url
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable
 
 REFERENCE_MARGIN = 900.0
 """Seconds a signed reference stays valid after the task's wait could end: APIXO may fetch it late."""
@@ -52,7 +53,13 @@ class ImageReference:
         if self.path is None:
             return self.given
         seconds = min(MAX_SIGNED_SECONDS, max(1, round(valid_for)))
-        signed = _SIGNERS[self.path.protocol](self.field, self.path, seconds)
+        try:
+            signed = _SIGNERS[self.path.protocol](self.field, self.path, seconds)
+        except ApixoInputError:
+            raise
+        except Exception as error:  # the store's library: no credentials, a key that cannot sign
+            problem = f"{shown_url(self.given)} could not be signed ({type(error).__name__}: {error})"
+            raise ApixoInputError(self.field, problem) from error
         _mask_signature(signed)
         return signed
 
@@ -61,7 +68,7 @@ def image_references(value: Any, *, maximum: int | None = None) -> tuple[ImageRe
     """``image_urls`` as references, each checked, naming ``image_urls[<index>]`` on failure."""
     if value is None:
         return ()
-    if isinstance(value, str | ObjectStoragePath) or not isinstance(value, list | tuple):
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence):  # an XCom list is a Sequence
         rule = "must be a list of URLs or objects (templated: set render_template_as_native_obj=True)"
         raise ApixoInputError("image_urls", rule)
     if maximum is not None and len(value) > maximum:

@@ -154,8 +154,8 @@ def test_a_missing_object_fails_before_anything_is_paid(
     message = refused(edit([s3_store.uri("covers/none.png")]))
 
     assert message.startswith("Invalid image_urls[0]: ")
-    assert "has no image (HTTP 404)" in message
-    assert "?…" in message and "Signature" not in message  # the URL without its query
+    assert f"'s3://{s3_store.bucket}/covers/none.png' has no image (HTTP 404)" in message  # as given
+    assert "Signature" not in message
     assert emulator_admin.request_count() == 0
 
 
@@ -254,3 +254,23 @@ def test_a_gs_object_is_signed_with_the_google_connection(monkeypatch: pytest.Mo
     assert query["X-Goog-Credential"].startswith("signer@nanobanana-tests.iam.gserviceaccount.com/")
     assert len(query["X-Goog-Signature"]) == 512  # hex of a 2048-bit RSA signature
     assert reference.given == "gs://gcs_test@covers/2026/mug.png"
+
+
+def test_an_object_that_cannot_be_signed_is_refused_before_any_request(
+    emulator_admin: EmulatorAdmin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_NO_KEYS", json.dumps({"conn_type": "aws", "extra": {"region_name": "us-east-1"}})
+    )
+
+    message = refused(edit(["s3://no_keys@covers/mug.png"]))
+
+    assert message.startswith(
+        "Invalid image_urls[0]: 's3://covers/mug.png' could not be signed (NoCredentialsError"
+    )
+    assert emulator_admin.request_count() == 0

@@ -382,9 +382,16 @@ class Emulator:
             self._downloads += 1
             self._downloads_with_credentials += with_credentials
 
-    def record_reference_fetch(self, url: str) -> None:
+    @property
+    def epoch(self) -> int:
+        """The reset count: work started before a reset records nothing after it."""
         with self._lock:
-            self._reference_fetches.append(url)
+            return self._epoch
+
+    def record_reference_fetch(self, url: str, epoch: int) -> None:
+        with self._lock:
+            if epoch == self._epoch:
+                self._reference_fetches.append(url)
 
     def references_fetched(
         self, task_id: str, failure: tuple[str, str] | None, thumbnail: bytes | None

@@ -439,7 +439,7 @@ class ApixoGenerateOperator(BaseOperator):
         urls = signed_urls(request.references, self.submission_timeout + self.timeout + REFERENCE_MARGIN)
         if self.check_image_urls:
             for reference, url in zip(request.references, urls, strict=True):
-                probe_reference(reference.field, url)
+                probe_reference(reference.field, url, reference.given)
         return request.task_input(urls)
 
     def _finish(self, outcome: PollOutcome, context: Context, *, reattached: bool = False) -> dict[str, Any]:
