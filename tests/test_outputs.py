@@ -207,7 +207,7 @@ def test_output_path_needs_the_wait() -> None:
         ("file://covers/", "must be an absolute folder .* got 'file://covers/'"),
         # Airflow 3.3 refuses the URI itself; older versions find no filesystem for it.
         ("nosuch://bucket/covers/", "(is not a location Airflow can store to|no filesystem for nosuch://)"),
-        ("gs://bucket/covers/", "no filesystem for gs://"),  # the Google provider is not installed
+        ("abfs://covers@account/", "no filesystem for abfs://"),  # the Azure provider is not installed
         ("{tmp}/a-file/covers", "cannot create"),
     ],
 )
