@@ -16,6 +16,9 @@ SYSTEM_PACKAGES := redis-server:redis-server chromium:chromium postgresql:pg_ctl
 # The older Airflow 3 minors users run, each the latest patch, with its dependencies as of a date
 # after its release (Airflow's constraints files are out of reach here): VERSION@DATE.
 OLDER_AIRFLOWS := 3.2.2@2026-07-01 3.1.8@2026-05-15 3.0.6@2025-10-01
+# The newest, pinned too: left free, the resolver may trade it for a provider's newest release (the
+# Google provider's pulled it back to 3.2.2 with a FastAPI that 3.2.2's task runner cannot load).
+NEWEST_AIRFLOW := 3.3.2
 OLDER_VERSIONS := $(foreach pinned,$(OLDER_AIRFLOWS),$(firstword $(subst @, ,$(pinned))))
 OLDEST_AIRFLOW := 3.0.6
 # What Airflow 3.0.6's constraints file pins and its requirements allow wider: universal-pathlib 0.3
@@ -41,8 +44,8 @@ TEST_EXTRAS := redis,emulator,openlineage,amazon
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv
-	$(BIN)/python -m uv pip install --quiet --python $(BIN)/python -e '.[$(TEST_EXTRAS),google]' \
-		--group test --group topology --group docs
+	$(BIN)/python -m uv pip install --quiet --python $(BIN)/python "apache-airflow==$(NEWEST_AIRFLOW)" \
+		-e '.[$(TEST_EXTRAS),google]' --group test --group topology --group docs
 	touch $@
 
 system-deps:
