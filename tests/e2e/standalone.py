@@ -322,7 +322,12 @@ class Standalone:
         return dict(answer["extra_links"])
 
     def clear(self, dag_id: str, run_id: str, task_id: str) -> None:
-        """Clear one task instance as a user would in the UI (its run starts again)."""
+        """Clear one task instance as a user would in the UI (its run starts again).
+
+        A scheduler still finishing the run when the clear lands can leave it in its old state
+        (seen once on Airflow 3.0.6, right after a killed task failed it): then, as the user would,
+        clear it again once it has had 15 s to start.
+        """
         body = {
             "dry_run": False,
             "dag_run_id": run_id,
@@ -330,4 +335,16 @@ class Standalone:
             "only_failed": False,
             "reset_dag_runs": True,
         }
-        self._json("POST", f"/dags/{dag_id}/clearTaskInstances", json=body)
+        before = self.run_state(dag_id, run_id)
+        for attempt in (1, 2):
+            self._json("POST", f"/dags/{dag_id}/clearTaskInstances", json=body)
+            try:
+                wait_until(
+                    f"{dag_id} run {run_id} to start again",
+                    lambda: self.run_state(dag_id, run_id) != before,
+                    15,
+                )
+                return
+            except TimeoutError:
+                if attempt == 2:
+                    raise
