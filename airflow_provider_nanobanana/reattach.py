@@ -3,10 +3,13 @@
 Right after a submission the operator records the APIXO task id in Airflow's ``task_state_store``,
 which outlives the try (it is keyed by DAG, run, task and map index; before Airflow 3.3, the
 stand-in of :mod:`.state_store`). A later try that finds a record
-waits for that task instead of paying for a new one. The record is dropped as soon as the Airflow
-task has an outcome (success, or an APIXO failure), because Airflow 3.3 does not empty the store
-when a task is cleared: a record is therefore always work that was paid for and not yet delivered,
-and clearing a succeeded task submits anew.
+waits for that task instead of paying for a new one. An APIXO failure drops the record. A success
+marks it delivered, with the task instance's ``max_tries``: Airflow raises ``max_tries`` when a task
+is cleared and never on a retry, so a later try tells a clear (submit anew: clearing a succeeded
+task generates a new image) from a retry of a try whose success Airflow did not record (it failed
+that try while it still ran, a missed heartbeat): that retry delivers the same task again. The
+stand-in drops the record on success instead (its Variables would pile up in the UI), which leaves
+that rare retry paying again before 3.3.
 
 Why not ``airflow.sdk.ResumableJobMixin``: it polls on the worker only, while this operator defers
 by default; on a failed job it always resubmits, which would pay again for a prompt the moderation
@@ -25,7 +28,7 @@ import json
 import logging
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +41,7 @@ from airflow_provider_nanobanana.exceptions import (
     ApixoWaitError,
 )
 from airflow_provider_nanobanana.polling import OutcomeStatus, PollOutcome, final_outcome
-from airflow_provider_nanobanana.state_store import task_state_store
+from airflow_provider_nanobanana.state_store import outlives_success, task_state_store
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
@@ -77,14 +80,23 @@ class Submission:
     model: str
     submitted_at: float
     request: str
+    delivered_max_tries: int | None = None
+    """Set once a try delivered the task's outcome: the task instance's ``max_tries`` then."""
 
     @classmethod
     def from_stored(cls, stored: Any) -> Submission | None:
         try:
             fields = ("task_id", "model", "submitted_at", "request")
             task_id, model, submitted_at, request = (stored[name] for name in fields)
-            return cls(str(task_id), str(model), float(submitted_at), str(request))
-        except (TypeError, KeyError, ValueError):
+            delivered = stored.get("delivered_max_tries")
+            return cls(
+                str(task_id),
+                str(model),
+                float(submitted_at),
+                str(request),
+                None if delivered is None else int(delivered),
+            )
+        except (AttributeError, TypeError, KeyError, ValueError):
             return None
 
     def age(self) -> timedelta:
@@ -99,8 +111,10 @@ class SubmissionRecord:
     task was already submitted fails before submitting, and its retry asks again.
     """
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: Any, max_tries: int | None = None) -> None:
         self._store = store
+        self.max_tries = max_tries
+        """The task instance's ``max_tries`` in this try: None where a delivered record is dropped."""
 
     @classmethod
     def of(cls, context: Context, *, resumed: bool = False) -> SubmissionRecord:
@@ -109,7 +123,8 @@ class SubmissionRecord:
         store = task_state_store(context, new_try=not resumed and getattr(ti, "try_number", 0) == 1)
         if store is None:
             log.warning("No task_state_store in the context: a retry cannot reattach to a submitted task")
-        return cls(store)
+            return cls(None)
+        return cls(store, getattr(ti, "max_tries", None) if outlives_success(store) else None)
 
     def read(self) -> Submission | None:
         if self._store is None:
@@ -137,6 +152,18 @@ class SubmissionRecord:
     def drop(self) -> None:
         if self._store is not None:
             self._best_effort(self._store.delete, RECORD_KEY)
+
+    def deliver(self, task_id: str | None) -> None:
+        """This try has the task's outcome: mark the record delivered, or drop it (see the module)."""
+        if self.max_tries is None:
+            self.drop()
+            return
+        self._best_effort(self._mark_delivered, task_id)
+
+    def _mark_delivered(self, task_id: str | None) -> None:
+        submission = self.read()
+        if submission is not None and submission.task_id == task_id:
+            self.write(replace(submission, delivered_max_tries=self.max_tries))
 
     @staticmethod
     def _best_effort(change: Callable[..., None], *args: Any, **kwargs: Any) -> None:
@@ -166,6 +193,16 @@ def earlier_submission(
         )
         record.drop()
         return None
+    if previous.delivered_max_tries is not None and previous.delivered_max_tries != record.max_tries:
+        log.info("APIXO task %s was delivered before a clear: submitting anew", previous.task_id)
+        record.drop()
+        return None
+    if previous.delivered_max_tries is not None:
+        log.warning(
+            "An earlier try delivered APIXO task %s, but Airflow failed that try (a missed heartbeat?) "
+            "before recording its success: delivering that task again instead of paying for a new one",
+            previous.task_id,
+        )
     try:
         status = hook.get_task_status(previous.model, previous.task_id)
     except ApixoNotFoundError as error:
@@ -201,10 +238,11 @@ def earlier_submission(
 def paid_for(task_id: str | None, model: str, record: SubmissionRecord) -> Iterator[None]:
     """After submission: an APIXO outcome ends the record; a wait without one keeps it.
 
-    Success and APIXO failures drop the record (a transient failure then retries with a new
-    task). Anything else (a deadline, polling errors, a lost trigger, ``execution_timeout``)
-    leaves the task paid for and unfinished: when the record holds it, the next try waits for it
-    again, so Airflow may retry; otherwise a retry would pay twice, so the task fails for good.
+    Success marks the record delivered; an APIXO failure drops it (a transient failure then
+    retries with a new task). Anything else (a deadline, polling errors, a lost trigger,
+    ``execution_timeout``) leaves the task paid for and unfinished: when the record holds it, the
+    next try waits for it again, so Airflow may retry; otherwise a retry would pay twice, so the
+    task fails for good.
     """
     try:
         yield
@@ -229,4 +267,4 @@ def paid_for(task_id: str | None, model: str, record: SubmissionRecord) -> Itera
             "same APIXO task instead of submitting a new one.",
         ) from error
     else:
-        record.drop()
+        record.deliver(task_id)

@@ -60,11 +60,18 @@ def task_state_store(context: Context, *, new_try: bool = False) -> StateStore |
     return VariableStateStore(ti.dag_id, ti.run_id, ti.task_id, ti.map_index, new_try=new_try)
 
 
+def outlives_success(store: StateStore) -> bool:
+    """Whether a record may stay after its task succeeds: Airflow's store expires its rows and can
+    clear them on success (``[state_store] clear_on_success``); the stand-in's Variables would pile up."""
+    return not isinstance(store, VariableStateStore)
+
+
 @functools.cache
 def _announce_stand_in() -> None:
     log.info(
         "This Airflow has no task_state_store (it came with 3.3): submitted APIXO tasks are recorded in "
-        "Airflow Variables named %s<hash> until their Airflow task has an outcome",
+        "Airflow Variables named %s<hash> until their Airflow task has an outcome (a try that Airflow "
+        "fails while it still runs, on missed heartbeats, may then be paid for again by its retry)",
         VARIABLE_PREFIX,
     )
 

@@ -31,6 +31,7 @@ from PIL import Image
 
 from airflow_provider_nanobanana.compat import AIRFLOW_V_3_1_PLUS
 from airflow_provider_nanobanana.hooks.apixo import ApixoHook, RetryPolicy
+from airflow_provider_nanobanana.reattach import RECORD_KEY
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -300,15 +301,17 @@ def _write_to_db(dag: DAG) -> None:
 
 
 class FakeTaskInstance:
-    """The task instance as operators and sensors use it: identity, XCom and the try number."""
+    """The task instance as operators and sensors use it: identity, XCom, the try number and
+    ``max_tries`` (which Airflow raises when a task is cleared, never on a retry)."""
 
-    def __init__(self, try_number: int = 1, map_index: int = -1) -> None:
+    def __init__(self, try_number: int = 1, map_index: int = -1, max_tries: int = 0) -> None:
         self.id = uuid.uuid4()
         self.dag_id = "covers"
         self.run_id = "manual__2026-11-26T00:00:00+00:00"
         self.task_id = "generate"
         self.map_index = map_index
         self.try_number = try_number
+        self.max_tries = max_tries
         self.xcom: dict[str, Any] = {}
 
     def xcom_push(self, key: str, value: Any) -> None:
@@ -335,6 +338,11 @@ class FakeStore:
 
     def delete(self, key: str) -> None:
         self.values.pop(key, None)
+
+    def delivered(self) -> bool:
+        """Whether the submission record is kept as delivered (a try returned its outcome)."""
+        record = self.values.get(RECORD_KEY)
+        return record is not None and record.get("delivered_max_tries") is not None
 
 
 class ReceivedPost(NamedTuple):

@@ -263,7 +263,7 @@ def test_a_webhook_is_believed_only_after_a_status_read(
 
     assert result["state"] == "success"
     assert emulator_admin.request_count(*STATUS_READS) == 2
-    assert RECORD_KEY not in context["task_state_store"].values
+    assert context["task_state_store"].delivered()
 
 
 # --- the route, where it needs no metadata DB (the rest runs under airflow standalone: tests/e2e) ------

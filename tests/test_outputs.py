@@ -80,7 +80,7 @@ def test_the_operator_stores_its_images(
 
     assert_stored(result, tmp_path.resolve())
     assert result["content_types"] == [f"image/{output_format}"]
-    assert RECORD_KEY not in store.values
+    assert store.delivered()
 
 
 def test_the_sensor_stores_the_images_of_a_task_it_did_not_submit(

@@ -8,16 +8,18 @@ run real retries with ``dag.test()``, where the store is Airflow's own. Clearing
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from airflow.models.taskinstance import TaskInstance
+from airflow.models.variable import Variable
 from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR, TriggerFailureReason
 from airflow.utils.session import create_session
 from sqlalchemy import select
 
-from airflow_provider_nanobanana.compat import AirflowFailException, TaskDeferred
+from airflow_provider_nanobanana.compat import AIRFLOW_V_3_3_PLUS, AirflowFailException, TaskDeferred
 from airflow_provider_nanobanana.exceptions import (
     ApixoTaskFailedError,
     ApixoTaskRejectedError,
@@ -25,6 +27,7 @@ from airflow_provider_nanobanana.exceptions import (
 )
 from airflow_provider_nanobanana.operators.nanobanana import NanoBananaGenerateOperator
 from airflow_provider_nanobanana.reattach import RECORD_KEY, RECORD_RETENTION
+from airflow_provider_nanobanana.state_store import VARIABLE_PREFIX
 from tests.dags import provider_dags
 from tests.support import FakeStore, FakeTaskInstance, ended, run
 
@@ -80,9 +83,9 @@ async def first_event(trigger: BaseTrigger) -> Any:
     raise AssertionError("the trigger ended without an event")
 
 
-def finish(op: NanoBananaGenerateOperator, store: FakeStore) -> Any:
+def finish(op: NanoBananaGenerateOperator, store: FakeStore, ti: FakeTaskInstance | None = None) -> Any:
     """One try to its end: blocking, or deferred, its trigger run, and resumed with the event."""
-    ctx = context(store)
+    ctx = {"ti": ti or FakeTaskInstance(), "task_state_store": store}
     try:
         return op.execute(ctx)
     except TaskDeferred as deferred:
@@ -91,25 +94,42 @@ def finish(op: NanoBananaGenerateOperator, store: FakeStore) -> Any:
 
 
 @pytest.mark.parametrize("deferrable", [True, False], ids=["deferred", "blocking"])
-def test_success_drops_the_record_so_a_clear_submits_anew(
+def test_success_marks_the_record_delivered_so_a_clear_submits_anew(
     deferrable: bool, emulator_admin: EmulatorAdmin
 ) -> None:
     store = FakeStore()
     op = operator(deferrable=deferrable)
 
     assert finish(op, store)["state"] == "success"
-    assert RECORD_KEY not in store.values
-    finish(op, store)
+    assert store.values[RECORD_KEY]["delivered_max_tries"] == 0
+    cleared = FakeTaskInstance(try_number=2, max_tries=1)  # a clear raises max_tries by the tries made
+    assert finish(op, store, cleared)["reattached"] is False
     assert emulator_admin.submissions() == 2
 
 
-def test_no_wait_drops_the_record_once_the_id_is_returned(emulator_admin: EmulatorAdmin) -> None:
+@pytest.mark.parametrize("deferrable", [True, False], ids=["deferred", "blocking"])
+def test_a_retry_after_a_success_airflow_did_not_record_delivers_it_again(
+    deferrable: bool, emulator_admin: EmulatorAdmin
+) -> None:
+    """Airflow failed try 1 on missed heartbeats while it still ran; it delivered, then try 2 started."""
+    store = FakeStore()
+    op = operator(deferrable=deferrable, retries=2)
+    first = finish(op, store, FakeTaskInstance(max_tries=2))
+
+    retry = finish(op, store, FakeTaskInstance(try_number=2, max_tries=2))
+
+    assert (retry["apixo_task_id"], retry["reattached"]) == (first["apixo_task_id"], True)
+    assert emulator_admin.submissions() == 1
+    assert store.delivered()
+
+
+def test_no_wait_marks_the_record_delivered_once_the_id_is_returned(emulator_admin: EmulatorAdmin) -> None:
     store = FakeStore()
 
     task_id = operator(wait_for_completion=False).execute(context(store))
 
     assert task_id == emulator_admin.tasks()[0]["id"]
-    assert RECORD_KEY not in store.values
+    assert store.delivered()
 
 
 # --- the next try -----------------------------------------------------------------------------------
@@ -165,7 +185,7 @@ def test_retry_reattaches_to_a_running_task_blocking(emulator_admin: EmulatorAdm
     assert result["reattached"] is True
     assert emulator_admin.request_count("GET", "/api/v1/statusTask") >= 2  # it waited, then read success
     assert emulator_admin.submissions() == 1
-    assert RECORD_KEY not in store.values
+    assert store.delivered()
 
 
 def test_retry_returns_a_task_that_succeeded_meanwhile_without_waiting(emulator_admin: EmulatorAdmin) -> None:
@@ -177,7 +197,7 @@ def test_retry_returns_a_task_that_succeeded_meanwhile_without_waiting(emulator_
     assert result["apixo_task_id"] == task_id and result["result_urls"]
     assert result["reattached"] is True
     assert emulator_admin.submissions() == 1
-    assert RECORD_KEY not in store.values
+    assert store.delivered()
 
 
 def test_retry_after_an_input_caused_failure_fails_for_good(emulator_admin: EmulatorAdmin) -> None:
@@ -348,6 +368,37 @@ def test_retry_after_a_wait_without_outcome_waits_for_the_same_task(
     assert result["apixo_task_id"] == task["id"]
     assert (result["try_number"], result["reattached"]) == (2, True)  # one generation, paid by try 1
     assert emulator_admin.submissions() == 1
+
+
+def records_left(dag_id: str) -> list[dict[str, Any]]:
+    """The DAG's submission records in Airflow's database: 3.3's store, else the stand-in's Variables."""
+    with create_session() as session:
+        if AIRFLOW_V_3_3_PLUS:
+            from airflow.models.task_state_store import TaskStateStoreModel as Row
+
+            query = select(Row.value).where(Row.dag_id == dag_id, Row.key == RECORD_KEY)
+            return [json.loads(value) for value in session.scalars(query)]
+        variables = session.scalars(select(Variable).where(Variable.key.like(f"{VARIABLE_PREFIX}%")))
+        stored = [json.loads(variable.val) for variable in variables]
+        return [entry["value"] for entry in stored if entry["task_instance"][0] == dag_id]
+
+
+@pytest.mark.dag
+@pytest.mark.usefixtures("airflow_db")
+def test_a_success_leaves_a_delivered_record_in_airflows_store_and_no_variable(
+    emulator_admin: EmulatorAdmin,
+) -> None:
+    """3.3 keeps the record, marked delivered, for the retry of a try whose success Airflow missed;
+    the stand-in deletes its Variable, which would otherwise pile up in the UI."""
+    state, xcoms = run(provider_dags.generate_blocking, prompt="a kite")
+
+    assert state == "success"
+    if AIRFLOW_V_3_3_PLUS:
+        (record,) = records_left("test_generate_blocking")
+        assert record["task_id"] == xcoms[("generate", "return_value")]["apixo_task_id"]
+        assert record["delivered_max_tries"] == 0
+    else:
+        assert records_left("test_generate_blocking") == []
 
 
 @pytest.mark.usefixtures("emulator")
