@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from playwright.sync_api import expect
 
-from airflow_provider_nanobanana.compat import AIRFLOW_V_3_2_PLUS
+from airflow_provider_nanobanana.compat import AIRFLOW_V_3_2_PLUS, AIRFLOW_V_3_3_PLUS
 from airflow_provider_nanobanana.get_provider_info import CONN_FIELDS, DEFAULT_BASE_URL
 from tests.support import ROOT, TEST_API_KEY
 
@@ -201,6 +201,7 @@ def test_add_test_edit_and_read_back_an_apixo_connection(
 
 
 @pytest.mark.xfail(
+    AIRFLOW_V_3_3_PLUS,  # earlier versions' list sends no port: there the test must pass
     raises=AssertionError,
     strict=False,
     reason="apache/airflow#73298: Airflow 3.3.2's connection list tests with port 0 and gets 400; "
